@@ -45,6 +45,10 @@ def test_registry_lists_every_family():
         "random-radius-gaussian",
         "splitting",
         "uniform",
+        "zhang-l1",
+        "zhang-l2",
+        "zhang-linf",
+        "zhang-mixed",
     ]
     with pytest.raises(ValueError, match="valid noises are: derandomized-splitting, diagonal-gaussian, full"):
         noises.get("cauchy", sigma=1.0)

@@ -11,6 +11,7 @@ from manifoldcert.certifiers.base import AbstractCertifier as AbstractCertifier
 from manifoldcert.certifiers.base import SmoothingCertifier as SmoothingCertifier
 from manifoldcert.certifiers.cohen import Cohen as Cohen
 from manifoldcert.certifiers.dssn import DSSN as DSSN
+from manifoldcert.certifiers.functional import Functional as Functional
 from manifoldcert.certifiers.input_dependent import InputDependentCertifier as InputDependentCertifier
 from manifoldcert.certifiers.laplace import LaplaceCertifier as LaplaceCertifier
 from manifoldcert.certifiers.ssn import SSN as SSN
@@ -38,13 +39,14 @@ def get_certifier(name: str, model: nn.Module | None, **options: Any) -> Abstrac
     return _REGISTRY[name](model, **options)
 
 
-for _cls in (Cohen, LaplaceCertifier, UniformCertifier, SSN, DSSN, InputDependentCertifier):
+for _cls in (Cohen, LaplaceCertifier, UniformCertifier, SSN, DSSN, Functional, InputDependentCertifier):
     register(_cls)
 
 __all__ = [
     "AbstractCertifier",
     "Cohen",
     "DSSN",
+    "Functional",
     "InputDependentCertifier",
     "LaplaceCertifier",
     "SSN",

@@ -234,6 +234,16 @@ class SmoothingCertifier(AbstractCertifier):
         )
         return top_class if hoeffding_lower(mean[top_class], n, alpha / 2) > runner_up else None
 
+    @property
+    def guaranteed(self) -> bool:
+        """Whether certificates hold with probability ``>= 1 − alpha`` (False for approximate radii)."""
+        return True
+
+    def _probability_alpha(self, alpha: float) -> float:
+        """The part of the confidence budget ``alpha`` spent on bounding ``p_A`` (all of it unless the radius
+        itself is estimated by Monte Carlo, as in the functional bound)."""
+        return alpha
+
     @abc.abstractmethod
     def _native_radius(self, p_a: float, p_b: float) -> float:
         """Radius in :attr:`native_norm` for ``p_A > p_B`` (the closed form of the method's paper)."""
@@ -286,21 +296,22 @@ class SmoothingCertifier(AbstractCertifier):
             raise ValueError("runner_up=True is available for hard (vote) smoothing only")
         generator = self._generator_for(generator)
         start = time.perf_counter()
+        p_alpha = self._probability_alpha(alpha)
         # Stage 1: choose the class on n0 samples; stage 2: bound its probability on n fresh samples.
         if self.soft:
             top_class = int(
                 estimator.mean_softmax(x, self.noise, n0, generator=generator, batch_size=batch_size).argmax()
             )
             mean = estimator.mean_softmax(x, self.noise, n, generator=generator, batch_size=batch_size)
-            p_lower, p_upper_b = hoeffding_lower(float(mean[top_class]), n, alpha), None
+            p_lower, p_upper_b = hoeffding_lower(float(mean[top_class]), n, p_alpha), None
         else:
             top_class, counts = self._select_and_count(
                 x, self.noise, n0, n, generator=generator, batch_size=batch_size
             )
             if runner_up:
-                p_lower, p_upper_b = top_two_bounds(counts.numpy(), top_class, alpha)
+                p_lower, p_upper_b = top_two_bounds(counts.numpy(), top_class, p_alpha)
             else:
-                p_lower, p_upper_b = clopper_pearson_lower(int(counts[top_class]), n, alpha), None
+                p_lower, p_upper_b = clopper_pearson_lower(int(counts[top_class]), n, p_alpha), None
         abstain = p_lower < 0.5 if p_upper_b is None else p_lower <= p_upper_b
         dim = x.numel()
         radius = {
@@ -316,6 +327,7 @@ class SmoothingCertifier(AbstractCertifier):
             n=n,
             alpha=alpha,
             seconds=time.perf_counter() - start,
+            guaranteed=self.guaranteed,
             params=self.params(),
         )
 

@@ -22,6 +22,10 @@ from manifoldcert.noises.laplace import Laplace as Laplace
 from manifoldcert.noises.splitting import DerandomizedSplittingNoise as DerandomizedSplittingNoise
 from manifoldcert.noises.splitting import SplittingNoise as SplittingNoise
 from manifoldcert.noises.uniform import Uniform as Uniform
+from manifoldcert.noises.zhang import ZhangL1 as ZhangL1
+from manifoldcert.noises.zhang import ZhangL2 as ZhangL2
+from manifoldcert.noises.zhang import ZhangLinf as ZhangLinf
+from manifoldcert.noises.zhang import ZhangMixed as ZhangMixed
 
 _REGISTRY: dict[str, type[AbstractNoise]] = {}
 
@@ -62,6 +66,10 @@ for _cls in (
     MeanScaledGaussian,
     RandomRadiusGaussian,
     NormScaledLaplace,
+    ZhangL1,
+    ZhangL2,
+    ZhangLinf,
+    ZhangMixed,
 ):
     register(_cls)
 
@@ -79,6 +87,10 @@ __all__ = [
     "RandomRadiusGaussian",
     "SplittingNoise",
     "Uniform",
+    "ZhangL1",
+    "ZhangL2",
+    "ZhangLinf",
+    "ZhangMixed",
     "available",
     "from_config",
     "get",
