@@ -38,6 +38,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         )
     elif args.noise == noises.MeanScaledGaussian.name:
         noise = noises.get(args.noise, sigma=args.sigma, offset=args.offset)
+    elif args.noise.startswith("zhang-"):
+        noise = noises.get(args.noise, sigma=args.sigma, k=args.k)
     else:
         noise = noises.get(args.noise, sigma=args.sigma)
     _, info = train_checkpoint(
@@ -107,6 +109,15 @@ def _certifier_options(method: str, trained_noise, sigma: float | None) -> dict:
             )
         sigma = sigma if sigma is not None else trained_noise.sigma
         return {"sigma": sigma, "levels": trained_noise.levels, "offset_seed": trained_noise.offset_seed}
+    if method == "functional":
+        # The bound is specific to the noise family: certify with the training noise (σ may be overridden).
+        if trained_noise is None:
+            raise ValueError("functional needs the training noise recorded in the checkpoint")
+        config = trained_noise.config()
+        if sigma is not None:
+            config.pop("scale", None)
+            config["sigma"] = sigma
+        return {"noise": noises.from_config(config)}
     sigma = sigma if sigma is not None else getattr(trained_noise, "sigma", None)
     if sigma is None:
         raise ValueError("the checkpoint records no training noise; pass --sigma")
@@ -128,7 +139,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from manifoldcert.bench import bench_dssn, bench_estimator
+    from manifoldcert.bench import bench_dssn, bench_estimator, bench_functional
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {_device(args.device)}")
     if args.what == "dssn":
@@ -136,6 +147,18 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             print(
                 bench_dssn(sigma, n_uniform=args.n, images=args.repeats, device=_device(args.device)).line()
             )
+        return 0
+    if args.what == "functional":
+        for noise_name in ("zhang-l2", "zhang-mixed"):
+            result = bench_functional(
+                noise_name,
+                k=700.0 if noise_name == "zhang-l2" else 8.0,
+                n=args.n,
+                images=args.repeats,
+                batch_size=args.batch_size,
+                device=_device(args.device),
+            )
+            print(result.line())
         return 0
     for arch, shape in (("cnn", (1, 28, 28)), ("mlp", (1, 8, 8))):
         result = bench_estimator(
@@ -171,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--offset", type=float, default=1.0, help="σ(x) = sigma·(mean|x| + offset) (mean-scaled-gaussian)"
     )
+    p.add_argument("--k", type=float, default=0.0, help="exponent of ‖z‖^-k (zhang-l1/-l2/-linf/-mixed)")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -206,7 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmarks")
     p.add_argument(
-        "what", choices=("estimator", "dssn"), help="estimator: certify vs forward passes; dssn: vs uniform"
+        "what",
+        choices=("estimator", "dssn", "functional"),
+        help="estimator: certify vs forward passes; dssn: vs uniform; functional: the λ search's share",
     )
     p.add_argument("--n", type=int, default=10_000, help="samples (estimator) or uniform's samples (dssn)")
     p.add_argument(

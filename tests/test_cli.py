@@ -199,3 +199,17 @@ def test_input_dependent_through_the_command_line(tmp_path, capsys):
         == 2
     )
     assert "--method input-dependent" in capsys.readouterr().err
+
+
+def test_train_and_certify_with_a_zhang_family(tmp_path):
+    """``--noise zhang-l1 --k`` trains with the ‖z‖^-k family; ``--method functional`` certifies with it."""
+    checkpoint = tmp_path / "zhang.pt"
+    train = ["train", "--dataset", "digits", "--noise", "zhang-l1", "--sigma", "0.25", "--k", "8"]
+    assert main([*train, "--epochs", "2", "--out", str(checkpoint)]) == 0
+    out = tmp_path / "functional.tsv"
+    certify = ["certify", "--checkpoint", str(checkpoint), "--method", "functional", "--n", "300"]
+    assert main([*certify, "--max", "3", "--out", str(out)]) == 0
+    rows = _rows(out)
+    assert [r["method"] for r in rows] == ["functional"] * 3
+    assert all(r["norm"] == "l1" and r["radius"] == r["radius_l1"] and r["k"] == "8" for r in rows)
+    assert {r["noise"] for r in rows} == {"zhang-l1"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import pathlib
 
+import numpy as np
 import pytest
 
 EXPERIMENTS = pathlib.Path(__file__).resolve().parent.parent / "experiments"
@@ -93,3 +94,37 @@ def test_input_dependent_tiny(tmp_path, capsys):
     assert module.main(argv) == 0
     out = capsys.readouterr().out
     assert "| 0.25 | constant |" in out and "| 0.25 | input-dependent |" in out and "NOT certified" in out
+
+
+def test_functional_toy_tiny(tmp_path, capsys):
+    module = _load("functional_toy")
+    argv = [
+        "--scales",
+        "0.1",
+        "0.3",
+        "--ks",
+        "0",
+        "2",
+        "--samples",
+        "4000",
+        "--eps",
+        "0.1",
+        "--out",
+        str(tmp_path),
+    ]
+    assert module.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| zhang-mixed |" in out and "| zhang-linf |" in out and "| zhang-l2 |" in out
+    assert (tmp_path / "functional_toy.tsv").read_text().count("\n") == 13  # header + 3 families × 2 k × 2 s
+    assert (tmp_path / "functional_toy.png").exists()
+    assert module.pareto_frontier(np.array([0.9, 0.5, 0.7]), np.array([0.1, 0.3, 0.05])).tolist() == [1, 0]
+
+
+def test_functional_mnist_tiny(tmp_path, capsys):
+    module = _load("functional_mnist")
+    argv = ["--dataset", "digits", "--norms", "l2", "linf", "--sigmas", "0.5", "--ks", "8", "--epochs", "1"]
+    argv += ["--max", "2", "--n", "100", "--skip", "50", "--mc-samples", "5000", "--out", str(tmp_path)]
+    assert module.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| gaussian |" in out and "| zhang-l2 |" in out and "| zhang-mixed |" in out
+    assert (tmp_path / "linf_functional_sigma_0.5_k_8.tsv").read_text().count("\n") == 3

@@ -15,6 +15,7 @@ from manifoldcert.certifiers.functional import Functional
 from manifoldcert.certifiers.functional_bound import (
     SHIFTS,
     dkw_margin,
+    dual_lower_bound,
     dual_threshold,
     worst_case_shift,
 )
@@ -201,3 +202,15 @@ def test_bad_input():
         certifier.certify(torch.zeros(4), n0=10, n=10, alpha=0.005)
     with pytest.raises(ValueError, match="runner_up"):
         certifier.certify(torch.zeros(4), n0=10, n=10, runner_up=True)
+
+
+def test_dual_lower_bound_recovers_equation_8():
+    """On Gaussian samples the exact empirical dual equals Φ(Φ⁻¹(p) − r/σ) (Corollary 2, Eq. 8)."""
+    noise = noises.Gaussian(1.0)
+    shift = worst_case_shift(noise, 4)
+    z = noise.sample(400_000, (4,), generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    statistics = shift.statistics(z)
+    for p, radius in ((0.9, 0.5), (0.99, 1.0), (0.7, 0.2)):
+        bound, _ = dual_lower_bound(shift.log_ratio(statistics, radius), p)
+        expected = standard_normal.cdf(standard_normal.ppf(p) - radius)
+        assert bound == pytest.approx(expected, abs=3e-3)

@@ -242,6 +242,22 @@ def dual_threshold(log_ratios: torch.Tensor, *, subsample: int = 1 << 16) -> tup
     return min(threshold, 1.0), lam
 
 
+def dual_lower_bound(log_ratios: torch.Tensor, p: float) -> tuple[float, float]:
+    """``max_{λ≥0} λ·p − D̂(λ)`` exactly (Eq. 6 on samples): the lower bound on the probability at ``x + δ``.
+
+    ``D̂`` is piecewise linear with kinks at the sample values ``w_(j)``, so the maximum is at one of them (or at
+    λ = 0). Returns ``(bound, λ)``.
+    """
+    ordered = torch.sort(log_ratios.double().clamp_max(_MAX_LOG_RATIO).exp()).values
+    n = ordered.numel()
+    below = torch.arange(n, dtype=ordered.dtype)
+    values = ordered * p - (below * ordered - (torch.cumsum(ordered, 0) - ordered)) / n
+    best = int(torch.argmax(values))
+    if float(values[best]) <= 0.0:
+        return 0.0, 0.0
+    return float(values[best]), float(ordered[best])
+
+
 def _optimal_lambda(weights: torch.Tensor) -> float:
     """The kink ``w_(j)`` minimising ``(1/2 + D̂(λ))/λ`` over the sorted sample (the exact empirical optimum)."""
     ordered = torch.sort(weights).values

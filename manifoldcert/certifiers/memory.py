@@ -64,6 +64,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from manifoldcert.certificate import Ellipsoid
@@ -78,8 +79,8 @@ __all__ = [
 ]
 
 # Bisection steps on s ∈ [0, 1] (the maximiser of the concave F) and on the radius.
-_S_STEPS = 80
-_RADIUS_STEPS = 80
+_S_STEPS = 60
+_RADIUS_STEPS = 50
 # Relative safety margin when shrinking: the stored regions satisfy max_s F(s) ≥ 1 + _MARGIN.
 _MARGIN = 1e-9
 
@@ -150,19 +151,20 @@ def _as_center(point: torch.Tensor) -> torch.Tensor:
 
 def _generalised_spectrum(
     shape_a: CovarianceShape, shape_b: CovarianceShape, offset: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[np.ndarray, np.ndarray]:
     """Eigenvalues ``μ`` of ``L⁻¹Σ_aL⁻ᵀ`` (``Σ_b = LLᵀ``) and the squared coordinates ``w²`` of ``L⁻¹v``."""
     if shape_a.is_diagonal and shape_b.is_diagonal:
-        return shape_a.variances / shape_b.variances, offset.square() / shape_b.variances
+        mu, w2 = shape_a.variances / shape_b.variances, offset.square() / shape_b.variances
+        return mu.numpy(), w2.numpy()
     lower = shape_b.factor if shape_b.factor is not None else torch.diag(shape_b.variances.sqrt())
     half = torch.linalg.solve_triangular(lower, shape_a.dense(), upper=False)
     whitened = torch.linalg.solve_triangular(lower, half.mT, upper=False)
     mu, vectors = torch.linalg.eigh((whitened + whitened.mT) / 2)
     w = vectors.mT @ torch.linalg.solve_triangular(lower, offset.unsqueeze(1), upper=False).squeeze(1)
-    return mu.clamp_min(torch.finfo(mu.dtype).tiny), w.square()
+    return mu.clamp_min(torch.finfo(mu.dtype).tiny).numpy(), w.square().numpy()
 
 
-def _max_separation(mu: torch.Tensor, w2: torch.Tensor) -> float:
+def _max_separation(mu: np.ndarray, w2: np.ndarray) -> float:
     """``max_{s∈[0,1]} Σ_j w_j² s(1 − s)/(1 + s(μ_j − 1))`` by bisection on the sign of its decreasing derivative."""
     if float(w2.sum()) == 0.0:
         return 0.0
@@ -170,7 +172,7 @@ def _max_separation(mu: torch.Tensor, w2: torch.Tensor) -> float:
     for _ in range(_S_STEPS):
         s = 0.5 * (low + high)
         denominator = 1.0 + s * (mu - 1.0)
-        slope = float((w2 * ((1.0 - s) ** 2 - mu * s * s) / denominator.square()).sum())
+        slope = float((w2 * ((1.0 - s) ** 2 - mu * s * s) / (denominator * denominator)).sum())
         low, high = (s, high) if slope > 0 else (low, s)
     s = 0.5 * (low + high)
     return float((w2 * (s * (1.0 - s)) / (1.0 + s * (mu - 1.0))).sum())
@@ -349,7 +351,9 @@ class CertificationMemory:
     def _center_and_distances(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         center = _as_center(x)
         if self.dim is not None and center.numel() != self.dim:
-            raise ValueError(f"this memory holds {self.dim}-dimensional inputs, got {center.numel()} coordinates")
+            raise ValueError(
+                f"this memory holds {self.dim}-dimensional inputs, got {center.numel()} coordinates"
+            )
         if not self._entries:
             return center, torch.empty(0, dtype=torch.float64)
         if self._stacked is None:
@@ -359,38 +363,48 @@ class CertificationMemory:
     def lookup(self, x: torch.Tensor) -> MemoryHit | None:
         """Step 1: the first stored region containing ``x`` (strictly), or ``None``."""
         center, distances = self._center_and_distances(x)
-        for index in torch.nonzero(distances < torch.tensor(self._outer)).flatten().tolist():
+        for index in (
+            torch.nonzero(distances < torch.tensor(self._outer, dtype=torch.float64)).flatten().tolist()
+        ):
             entry = self._entries[index]
             distance = entry.shape.mahalanobis(center - entry.center)
             if distance < entry.radius:
                 return MemoryHit(index, entry, distance)
         return None
 
-    def admissible_radius(self, x: torch.Tensor, prediction: int, shape: torch.Tensor, radius: float) -> float:
+    def admissible_radius(
+        self, x: torch.Tensor, prediction: int, shape: torch.Tensor, radius: float
+    ) -> float:
         """The radius step 2 would store for ``(x, prediction, Σ = shape, radius)``, without storing it.
 
         ``shape`` is a ``(d, d)`` matrix, a ``(d,)`` vector of variances or a scalar variance. The result is the
         largest ``r <= radius`` whose region misses every stored region of another class.
         """
         center, distances = self._center_and_distances(x)
-        return self._admissible(center, int(prediction), CovarianceShape.from_tensor(shape, center.numel()),
-                                float(radius), distances)[0]
+        compact = CovarianceShape.from_tensor(shape, center.numel())
+        largest = float(compact.eigenvalues()[-1])
+        return self._admissible(center, int(prediction), compact, largest, float(radius), distances)
 
     def _admissible(
-        self, center: torch.Tensor, prediction: int, shape: CovarianceShape, radius: float, distances
-    ) -> tuple[float, float]:
+        self,
+        center: torch.Tensor,
+        prediction: int,
+        shape: CovarianceShape,
+        largest_eigenvalue: float,
+        radius: float,
+        distances: torch.Tensor,
+    ) -> float:
         if radius <= 0 or not self._entries:
-            return max(radius, 0.0), math.nan
-        outer = radius * math.sqrt(float(shape.eigenvalues()[-1]))
-        candidates = torch.nonzero(distances < torch.tensor(self._outer) + outer).flatten().tolist()
-        for index in candidates:
+            return max(radius, 0.0)
+        # Only regions whose bounding l2 balls meet the new one's can intersect it.
+        reach = torch.tensor(self._outer, dtype=torch.float64) + radius * math.sqrt(largest_eigenvalue)
+        for index in torch.nonzero(distances < reach).flatten().tolist():
             entry = self._entries[index]
-            if entry.prediction == prediction or radius <= 0:
-                continue
-            radius = _largest_disjoint_radius(
-                center, shape, radius, entry.center, entry.shape, entry.radius, _MARGIN
-            )
-        return radius, outer
+            if entry.prediction != prediction and radius > 0:
+                radius = _largest_disjoint_radius(
+                    center, shape, radius, entry.center, entry.shape, entry.radius, _MARGIN
+                )
+        return radius
 
     def add(
         self,
@@ -419,9 +433,10 @@ class CertificationMemory:
         """
         center, distances = self._center_and_distances(x)
         compact = CovarianceShape.from_tensor(shape, center.numel())
-        radius, _ = self._admissible(center, int(prediction), compact, float(radius), distances)
+        largest = float(compact.eigenvalues()[-1])
+        radius = self._admissible(center, int(prediction), compact, largest, float(radius), distances)
         if radius > 0:
-            self._entries.append(MemoryEntry(center, int(prediction), compact, radius, p_lower))
-            self._outer.append(radius * math.sqrt(float(compact.eigenvalues()[-1])))
+            self._entries.append(MemoryEntry(center.clone(), int(prediction), compact, radius, p_lower))
+            self._outer.append(radius * math.sqrt(largest))
             self._stacked = None
         return radius
