@@ -35,13 +35,20 @@ def _all_noises(sigma: float = 0.5):
 
 def test_registry_lists_every_family():
     assert noises.available() == [
+        "cauchy",
         "derandomized-splitting",
         "diagonal-gaussian",
+        "exponential-mixture",
         "full-gaussian",
         "gaussian",
+        "gaussian-laplace-mixture",
+        "general-normal",
+        "hyperbolic-secant",
         "laplace",
+        "logistic",
         "mean-scaled-gaussian",
         "norm-scaled-laplace",
+        "pareto",
         "random-radius-gaussian",
         "splitting",
         "uniform",
@@ -50,8 +57,8 @@ def test_registry_lists_every_family():
         "zhang-linf",
         "zhang-mixed",
     ]
-    with pytest.raises(ValueError, match="valid noises are: derandomized-splitting, diagonal-gaussian, full"):
-        noises.get("cauchy", sigma=1.0)
+    with pytest.raises(ValueError, match="valid noises are: cauchy, derandomized-splitting, diagonal-gaussian"):
+        noises.get("student-t", sigma=1.0)
 
 
 @pytest.mark.parametrize("name", ["gaussian", "laplace", "uniform", "diagonal-gaussian", "full-gaussian"])

@@ -10,10 +10,15 @@ from manifoldcert._validation import check_name
 from manifoldcert.certifiers.base import AbstractCertifier as AbstractCertifier
 from manifoldcert.certifiers.base import SmoothingCertifier as SmoothingCertifier
 from manifoldcert.certifiers.cohen import Cohen as Cohen
+from manifoldcert.certifiers.data_dependent import ANCER as ANCER
+from manifoldcert.certifiers.data_dependent import DDRS as DDRS
+from manifoldcert.certifiers.data_dependent import RDDRS as RDDRS
+from manifoldcert.certifiers.data_dependent import DataDependentCertifier as DataDependentCertifier
 from manifoldcert.certifiers.dssn import DSSN as DSSN
 from manifoldcert.certifiers.functional import Functional as Functional
 from manifoldcert.certifiers.input_dependent import InputDependentCertifier as InputDependentCertifier
 from manifoldcert.certifiers.laplace import LaplaceCertifier as LaplaceCertifier
+from manifoldcert.certifiers.memory import CertificationMemory as CertificationMemory
 from manifoldcert.certifiers.ssn import SSN as SSN
 from manifoldcert.certifiers.uniform import UniformCertifier as UniformCertifier
 
@@ -39,16 +44,32 @@ def get_certifier(name: str, model: nn.Module | None, **options: Any) -> Abstrac
     return _REGISTRY[name](model, **options)
 
 
-for _cls in (Cohen, LaplaceCertifier, UniformCertifier, SSN, DSSN, Functional, InputDependentCertifier):
+for _cls in (
+    Cohen,
+    LaplaceCertifier,
+    UniformCertifier,
+    SSN,
+    DSSN,
+    Functional,
+    InputDependentCertifier,
+    DDRS,
+    ANCER,
+    RDDRS,
+):
     register(_cls)
 
 __all__ = [
+    "ANCER",
     "AbstractCertifier",
+    "CertificationMemory",
     "Cohen",
+    "DDRS",
     "DSSN",
+    "DataDependentCertifier",
     "Functional",
     "InputDependentCertifier",
     "LaplaceCertifier",
+    "RDDRS",
     "SSN",
     "SmoothingCertifier",
     "UniformCertifier",

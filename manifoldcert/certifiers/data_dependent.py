@@ -707,16 +707,17 @@ class DataDependentCertifier(AbstractCertifier):
         result = self.optimise(x, top_class, generator=generator, batch_size=batch_size)
         counts = estimator.class_counts(x, result.noise, n, generator=generator, batch_size=batch_size)
         p_lower = clopper_pearson_lower(int(counts[top_class]), n, alpha)
-        radius = _inverse_normal_float(p_lower) if p_lower >= 0.5 else 0.0
+        abstain = p_lower < 0.5
+        radius = 0.0 if abstain else _inverse_normal_float(p_lower)
         status = "off"
         if self.memory is not None:
-            if p_lower < 0.5:
+            if abstain:
                 status = "not stored"
             else:
                 stored = self.memory.add(x, top_class, result.shape, radius, p_lower=p_lower)
                 status = "stored" if stored == radius else ("shrunk" if stored > 0 else "conflict")
-                radius = stored
-        prediction = top_class if p_lower >= 0.5 and radius > 0 else None
+                radius, abstain = stored, stored <= 0
+        prediction = None if abstain else top_class
         params = {
             "sigma_start": self.sigma,
             "sigma_floor": result.sigma_floor,
@@ -877,7 +878,8 @@ class ANCER(DataDependentCertifier):
         ``"ddrs"``: run DDRS first and start from, and bound below by, its σ* (ANCER's procedure);
         ``"sigma"``: ``σ* = σ₀``.
     ddrs_options : mapping, optional
-        ``iterations``, ``opt_samples``, ``learning_rate`` of the inner DDRS run (DDRS's defaults otherwise).
+        ``iterations``, ``opt_samples``, ``learning_rate`` of the inner DDRS run; by default this certifier's
+        ``iterations`` and DDRS's ``opt_samples`` (100) and ``learning_rate`` (0.1).
     **options
         As for :class:`DataDependentCertifier`.
     """
@@ -961,7 +963,9 @@ class RDDRS(DataDependentCertifier):
         Start here instead (checked SPD); SELECT then uses ``N(0, initial_covariance)`` and
         ``σ* = λ_min(initial_covariance)^{1/2}``.
     ddrs_options, ancer_options : mapping, optional
-        Settings of the inner runs (``iterations``, ``opt_samples``, ``learning_rate``; ``kappa`` for ANCER).
+        Settings of the inner runs: ``iterations`` (default: this certifier's), ``opt_samples`` and
+        ``learning_rate`` (default: DDRS's and ANCER's own, 100 samples and 0.1 / 0.04), and ``kappa`` for ANCER
+        (default 2).
     **options
         As for :class:`DataDependentCertifier`.
 

@@ -71,6 +71,7 @@ from manifoldcert.certificate import Ellipsoid
 
 __all__ = [
     "CertificationMemory",
+    "CovarianceShape",
     "MemoryEntry",
     "MemoryHit",
     "ellipsoid_separation",

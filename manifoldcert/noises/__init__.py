@@ -26,6 +26,14 @@ from manifoldcert.noises.zhang import ZhangL1 as ZhangL1
 from manifoldcert.noises.zhang import ZhangL2 as ZhangL2
 from manifoldcert.noises.zhang import ZhangLinf as ZhangLinf
 from manifoldcert.noises.zhang import ZhangMixed as ZhangMixed
+from manifoldcert.noises.zoo import ZOO_CLASSES
+from manifoldcert.noises.zoo import Cauchy as Cauchy
+from manifoldcert.noises.zoo import ExponentialMixture as ExponentialMixture
+from manifoldcert.noises.zoo import GaussianLaplaceMixture as GaussianLaplaceMixture
+from manifoldcert.noises.zoo import GeneralNormal as GeneralNormal
+from manifoldcert.noises.zoo import HyperbolicSecant as HyperbolicSecant
+from manifoldcert.noises.zoo import Logistic as Logistic
+from manifoldcert.noises.zoo import Pareto as Pareto
 
 _REGISTRY: dict[str, type[AbstractNoise]] = {}
 
@@ -70,20 +78,28 @@ for _cls in (
     ZhangL2,
     ZhangLinf,
     ZhangMixed,
+    *ZOO_CLASSES,
 ):
     register(_cls)
 
 __all__ = [
     "AbstractFiniteNoise",
     "AbstractNoise",
+    "Cauchy",
     "DerandomizedSplittingNoise",
     "DiagonalGaussian",
+    "ExponentialMixture",
     "FullCovarianceGaussian",
     "Gaussian",
+    "GaussianLaplaceMixture",
+    "GeneralNormal",
+    "HyperbolicSecant",
     "InputDependentGaussian",
     "Laplace",
+    "Logistic",
     "MeanScaledGaussian",
     "NormScaledLaplace",
+    "Pareto",
     "RandomRadiusGaussian",
     "SplittingNoise",
     "Uniform",

@@ -30,6 +30,7 @@ class Gaussian(AbstractNoise):
     """Isotropic Gaussian ``N(0, σ²I)``; ``sigma`` may be a tensor that requires grad."""
 
     name = "gaussian"
+    iid_coordinates = True
 
     def __init__(self, sigma: Scale) -> None:
         self.scale = check_scale(sigma, "sigma")

@@ -27,6 +27,7 @@ class Laplace(AbstractNoise):
     """i.i.d. Laplace noise; give ``sigma`` (RMS per coordinate) or the scale ``b = sigma / √2``."""
 
     name = "laplace"
+    iid_coordinates = True
 
     def __init__(self, sigma: Scale | None = None, *, scale: Scale | None = None) -> None:
         self.scale = sigma_or_scale(sigma, scale, "scale", math.sqrt(2.0))

@@ -18,6 +18,7 @@ class Uniform(AbstractNoise):
     """i.i.d. uniform noise; give ``sigma`` (RMS per coordinate) or the half-width ``half_width = sigma·√3``."""
 
     name = "uniform"
+    iid_coordinates = True
 
     def __init__(self, sigma: Scale | None = None, *, half_width: Scale | None = None) -> None:
         self.half_width = sigma_or_scale(sigma, half_width, "half_width", 1.0 / math.sqrt(3.0))
