@@ -125,11 +125,22 @@ def implied_radius(radius: float, *, certified_norm: str, norm: str, dim: int | 
     """
     if certified_norm not in NORMS or norm not in NORMS:
         raise ValueError(f"norms must be among {NORMS}, got {certified_norm!r} and {norm!r}")
-    shrink = {("l2", "linf"): 0.5, ("l1", "l2"): 0.5, ("l1", "linf"): 1.0}  # the factor is d ** shrink
-    if (certified_norm, norm) not in shrink:
-        return radius
-    if dim is None:
+    exponents = {"l1": 1.0, "l2": 2.0, "linf": math.inf}
+    if exponents[norm] > exponents[certified_norm] and dim is None:
         raise ValueError(f"converting an {certified_norm} radius to {norm} needs the input dimension dim")
-    if dim < 1:
-        raise ValueError(f"dim must be >= 1, got {dim}")
-    return radius / dim ** shrink[(certified_norm, norm)]
+    return lp_implied_radius(radius, exponents[certified_norm], exponents[norm], dim)
+
+
+def lp_implied_radius(radius: float, p: float, q: float, dim: int | None) -> float:
+    """Radius of the largest l_q ball inside the l_p ball of ``radius`` in dimension ``dim`` (any p, q > 0).
+
+    ``‖δ‖_p ≤ ‖δ‖_q`` when ``p ≥ q`` and ``‖δ‖_p ≤ d^(1/p − 1/q)·‖δ‖_q`` when ``p < q`` (Hölder; also for the
+    quasi-norms p < 1), so the answer is ``radius`` or ``radius / d^(1/p − 1/q)``.
+    """
+    if p >= q:
+        return radius
+    if dim is None or dim < 1:
+        raise ValueError(
+            f"converting an l{p:g} radius to l{q:g} needs the input dimension dim >= 1, got {dim}"
+        )
+    return radius / dim ** (1.0 / p - (0.0 if math.isinf(q) else 1.0 / q))

@@ -19,7 +19,7 @@ P_GRID = [0.51, 0.6, 0.8, 0.9, 0.99, 0.999931]
 
 def test_registry():
     names = ["ancer", "cohen", "ddrs", "dssn", "functional", "input-dependent", "laplace", "rddrs", "ssn"]
-    assert available() == [*names, "uniform"]
+    assert available() == [*names, "unicr", "uniform"]
     with pytest.raises(ValueError, match="valid methods are: " + ", ".join(names)):
         get_certifier("randomised", None)
 

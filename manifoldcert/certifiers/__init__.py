@@ -20,6 +20,7 @@ from manifoldcert.certifiers.input_dependent import InputDependentCertifier as I
 from manifoldcert.certifiers.laplace import LaplaceCertifier as LaplaceCertifier
 from manifoldcert.certifiers.memory import CertificationMemory as CertificationMemory
 from manifoldcert.certifiers.ssn import SSN as SSN
+from manifoldcert.certifiers.unicr import UniCR as UniCR
 from manifoldcert.certifiers.uniform import UniformCertifier as UniformCertifier
 
 _REGISTRY: dict[str, type[AbstractCertifier]] = {}
@@ -55,6 +56,7 @@ for _cls in (
     DDRS,
     ANCER,
     RDDRS,
+    UniCR,
 ):
     register(_cls)
 
@@ -72,6 +74,7 @@ __all__ = [
     "RDDRS",
     "SSN",
     "SmoothingCertifier",
+    "UniCR",
     "UniformCertifier",
     "available",
     "get_certifier",

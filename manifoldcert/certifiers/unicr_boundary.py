@@ -40,37 +40,52 @@ def lp_norm(vector: np.ndarray, p: float) -> float:
     return float(np.sum(magnitudes**p) ** (1.0 / p))
 
 
-def neyman_pearson_mass(
-    log_ratio_x: torch.Tensor, log_ratio_y: torch.Tensor, masses: np.ndarray | float, *, lowest: bool
-) -> np.ndarray:
-    """``P_Y(S)`` for the set ``S`` of lowest (or highest) likelihood ratio with ``P_X(S) = mass``, per mass.
+class SortedRatioLaws:
+    """The two laws of ``log ρ`` — under the noise at ``x`` and at ``x + δ`` — sorted once for many queries."""
 
-    ``log_ratio_x`` are n samples of ``log ρ`` under the noise at ``x``, ``log_ratio_y`` under the noise at
-    ``x + δ``; both may hold ±inf (disjoint supports). The tie at the threshold is split fractionally.
-    """
-    if not lowest:
-        return neyman_pearson_mass(-log_ratio_x, -log_ratio_y, masses, lowest=True)
-    sorted_x = torch.sort(log_ratio_x.double()).values
-    sorted_y = torch.sort(log_ratio_y.double()).values
-    n = sorted_x.numel()
-    targets = torch.as_tensor(np.atleast_1d(masses), dtype=torch.float64) * n
-    index = (torch.ceil(targets) - 1).clamp(0, n - 1).long()
-    threshold = sorted_x[index]
-    below_x = torch.searchsorted(sorted_x, threshold, side="left")
-    tied_x = torch.searchsorted(sorted_x, threshold, side="right") - below_x
-    fraction = ((targets - below_x) / tied_x.clamp_min(1)).clamp(0.0, 1.0)
-    below_y = torch.searchsorted(sorted_y, threshold, side="left")
-    tied_y = torch.searchsorted(sorted_y, threshold, side="right") - below_y
-    return ((below_y + fraction * tied_y) / sorted_y.numel()).numpy()
+    def __init__(self, log_ratio_x: torch.Tensor, log_ratio_y: torch.Tensor | None = None) -> None:
+        self.x = torch.sort(log_ratio_x.double()).values
+        # A symmetric noise's antithetic sample has the law at x + δ exactly mirrored: no second sort.
+        self.y = -self.x.flip(0) if log_ratio_y is None else torch.sort(log_ratio_y.double()).values
+
+    def lowest_set_mass(self, masses: np.ndarray) -> np.ndarray:
+        """``P_Y(S)`` for the set S of lowest ratio with ``P_X(S) = mass``; the tie at the threshold is split."""
+        n = self.x.numel()
+        targets = torch.as_tensor(np.atleast_1d(masses), dtype=torch.float64) * n
+        threshold = self.x[(torch.ceil(targets) - 1).clamp(0, n - 1).long()]
+        below_x = torch.searchsorted(self.x, threshold, side="left")
+        tied_x = torch.searchsorted(self.x, threshold, side="right") - below_x
+        fraction = ((targets - below_x) / tied_x.clamp_min(1)).clamp(0.0, 1.0)
+        below_y = torch.searchsorted(self.y, threshold, side="left")
+        tied_y = torch.searchsorted(self.y, threshold, side="right") - below_y
+        return ((below_y + fraction * tied_y) / self.y.numel()).numpy()
+
+    def highest_set_mass(self, masses: np.ndarray) -> np.ndarray:
+        """``P_Y(S)`` for the set S of highest ratio with ``P_X(S) = mass`` (ties split)."""
+        n = self.x.numel()
+        targets = torch.as_tensor(np.atleast_1d(masses), dtype=torch.float64) * n
+        threshold = self.x[(n - torch.ceil(targets)).clamp(0, n - 1).long()]
+        above_x = n - torch.searchsorted(self.x, threshold, side="right")
+        tied_x = torch.searchsorted(self.x, threshold, side="right") - torch.searchsorted(self.x, threshold)
+        fraction = ((targets - above_x) / tied_x.clamp_min(1)).clamp(0.0, 1.0)
+        m = self.y.numel()
+        above_y = m - torch.searchsorted(self.y, threshold, side="right")
+        tied_y = torch.searchsorted(self.y, threshold, side="right") - torch.searchsorted(self.y, threshold)
+        return ((above_y + fraction * tied_y) / m).numpy()
+
+    def gap(self, p_a: np.ndarray | float, p_b: np.ndarray | float) -> np.ndarray:
+        """``K = P_Y(S_A) − P_Y(S_B)`` (Eq. 4) per pair ``(p_A, p_B)``; the shift is certified while ``K > 0``."""
+        return self.lowest_set_mass(p_a) - self.highest_set_mass(p_b)
 
 
 def boundary_gap(
-    log_ratio_x: torch.Tensor, log_ratio_y: torch.Tensor, p_a: np.ndarray | float, p_b: np.ndarray | float
+    log_ratio_x: torch.Tensor,
+    log_ratio_y: torch.Tensor | None,
+    p_a: np.ndarray | float,
+    p_b: np.ndarray | float,
 ) -> np.ndarray:
-    """``K = P_Y(S_A) − P_Y(S_B)`` (Eq. 4) per pair ``(p_A, p_B)``; the shift is certified while ``K > 0``."""
-    return neyman_pearson_mass(log_ratio_x, log_ratio_y, p_a, lowest=True) - neyman_pearson_mass(
-        log_ratio_x, log_ratio_y, p_b, lowest=False
-    )
+    """``K`` of Eq. 4 from samples of ``log ρ`` at x and at x + δ (``None``: the mirror of the first)."""
+    return SortedRatioLaws(log_ratio_x, log_ratio_y).gap(p_a, p_b)
 
 
 class ShiftedLogRatios:
@@ -79,11 +94,14 @@ class ShiftedLogRatios:
     Parameters
     ----------
     noise : AbstractNoise
-        Any noise with a log density. With ``noise.iid_coordinates`` a shift touching k coordinates costs O(n·k).
+        Any noise with a log density. With ``noise.iid_coordinates`` a shift touching k coordinates costs O(n·k)
+        (and O(n·k) memory traffic only when those are the first k, as for the sparse diagonals); with
+        ``noise.symmetric`` every sample also stands for its mirror image ``−z`` (antithetic pairs), which
+        doubles the sample at no cost: over the pairs the law at ``x + δ`` is exactly the mirror of the law at x.
     dim : int
         Input dimension.
     n_samples : int
-        Monte Carlo samples (stored; float32 when ``n_samples·dim`` is large).
+        Monte Carlo samples drawn (stored; float32 when ``n_samples·dim`` is large).
     generator : torch.Generator, optional
     """
 
@@ -95,14 +113,31 @@ class ShiftedLogRatios:
         self.n_samples = int(n_samples)
         dtype = torch.float64 if self.n_samples * self.dim <= 1 << 24 else torch.float32
         self.samples = noise.sample(self.n_samples, (self.dim,), generator=generator, dtype=dtype)
-        self._base: dict[bytes, torch.Tensor] = {}
+        self._base: dict[tuple, torch.Tensor] = {}
 
-    def _support(self, direction: torch.Tensor) -> torch.Tensor:
-        if self.noise.iid_coordinates:
-            return torch.nonzero(direction, as_tuple=True)[0]
-        return torch.arange(self.dim)
+    def head(self, n_samples: int) -> ShiftedLogRatios:
+        """A view on the first ``n_samples`` samples (a cheaper, noisier boundary for searches)."""
+        view = object.__new__(ShiftedLogRatios)
+        view.noise, view.dim = self.noise, self.dim
+        view.n_samples = min(int(n_samples), self.n_samples)
+        view.samples = self.samples[: view.n_samples]
+        view._base = {}
+        return view
 
-    def _log_prob(self, columns: torch.Tensor, shift: torch.Tensor | None) -> torch.Tensor:
+    @property
+    def effective_samples(self) -> int:
+        """Samples behind each estimated law (twice the draws for a symmetric noise)."""
+        return 2 * self.n_samples if self.noise.symmetric else self.n_samples
+
+    def _columns(self, direction: torch.Tensor) -> slice | torch.Tensor:
+        if not self.noise.iid_coordinates:
+            return slice(None)
+        support = torch.nonzero(direction, as_tuple=True)[0]
+        if support.numel() and int(support[-1]) == support.numel() - 1:
+            return slice(0, support.numel())  # a prefix: a view, no gather
+        return support
+
+    def _log_prob(self, columns: slice | torch.Tensor, shift: torch.Tensor | None) -> torch.Tensor:
         parts = []
         for start in range(0, self.n_samples, _CHUNK_ROWS):
             block = self.samples[start : start + _CHUNK_ROWS, columns].double()
@@ -112,12 +147,12 @@ class ShiftedLogRatios:
     def __call__(
         self, direction: np.ndarray | torch.Tensor, scale: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(log ρ(z), log ρ(z + δ))`` for ``δ = scale·direction``: the ratio's law at x and at x + δ."""
+        """``(log ρ(z), log ρ(z + δ))`` for ``δ = scale·direction``: samples of the ratio's law at x and x + δ."""
         direction = torch.as_tensor(np.asarray(direction, dtype=np.float64))
         if direction.shape != (self.dim,):
             raise ValueError(f"direction must have shape ({self.dim},), got {tuple(direction.shape)}")
-        columns = self._support(direction)
-        key = columns.numpy().tobytes()
+        columns = self._columns(direction)
+        key = (columns.start, columns.stop) if isinstance(columns, slice) else tuple(columns.tolist())
         if key not in self._base:
             self._base = {
                 key: self._log_prob(columns, None)
@@ -125,7 +160,11 @@ class ShiftedLogRatios:
         base = self._base[key]
         shift = scale * direction[columns]
         # ρ(z) = μ(z − δ)/μ(z); at x + δ the noisy point is z + δ, where ρ(z + δ) = μ(z)/μ(z + δ).
-        return self._log_prob(columns, -shift) - base, base - self._log_prob(columns, shift)
+        toward, away = self._log_prob(columns, -shift) - base, base - self._log_prob(columns, shift)
+        if self.noise.symmetric:
+            # The mirror −z has ρ(−z) = μ(z + δ)/μ(z) = exp(−away) and ρ(−z + δ) = exp(−toward).
+            return torch.cat([toward, -away]), None
+        return toward, away
 
     def gap(self, direction, scale: float, p_a: float, p_b: float) -> float:
         """``K`` of Eq. 4 at ``δ = scale·direction``."""
@@ -149,7 +188,7 @@ def scale_to_boundary(
     *,
     tolerance: float = 0.02,
     start: float = 1.0,
-    relative_precision: float = 1e-4,
+    relative_precision: float = 1e-5,
 ) -> BoundaryPoint:
     """UniCR's scalar phase: bisection on λ ≥ 0 for ``K(λu) = 0`` (Eq. 4), returning the last λ inside.
 
@@ -205,8 +244,13 @@ def boundary_scales(
         return scales
     margins = p_as - p_bs
     smallest, largest = int(np.argmin(np.where(valid, margins, np.inf))), int(np.argmax(margins))
-    low = scale_to_boundary(ratios, direction, p_as[smallest], p_bs[smallest], tolerance=1.0).scale
-    high = scale_to_boundary(ratios, direction, p_as[largest], p_bs[largest], tolerance=1.0).scale
+    # The extremes only delimit the grid: a coarse bisection suffices.
+    low = scale_to_boundary(
+        ratios, direction, p_as[smallest], p_bs[smallest], tolerance=1.0, relative_precision=0.02
+    ).scale
+    high = scale_to_boundary(
+        ratios, direction, p_as[largest], p_bs[largest], tolerance=1.0, relative_precision=0.02
+    ).scale
     low, high = max(low, 1e-12) / 1.5, max(high, low) * 1.5
     grid = np.geomspace(low, high, grid_size)
     gaps = np.empty((grid_size, p_as.size))

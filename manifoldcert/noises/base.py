@@ -30,6 +30,9 @@ class AbstractNoise(abc.ABC):
     #: True when coordinates are i.i.d.: ``log_prob`` of any subset of coordinates is then their own joint log
     #: density, which lets a shift touching k coordinates be evaluated at O(k) cost (UniCR's boundary).
     iid_coordinates: ClassVar[bool] = False
+    #: True when the density is symmetric, ``p(−z) = p(z)``: antithetic samples then double a Monte Carlo
+    #: estimate of a likelihood-ratio law for free (UniCR's boundary).
+    symmetric: ClassVar[bool] = False
 
     @property
     @abc.abstractmethod

@@ -31,6 +31,7 @@ class Gaussian(AbstractNoise):
 
     name = "gaussian"
     iid_coordinates = True
+    symmetric = True
 
     def __init__(self, sigma: Scale) -> None:
         self.scale = check_scale(sigma, "sigma")
@@ -69,6 +70,7 @@ class DiagonalGaussian(AbstractNoise):
     """
 
     name = "diagonal-gaussian"
+    symmetric = True
 
     def __init__(self, scales: torch.Tensor) -> None:
         self.scales = check_scale(torch.as_tensor(scales), "scales")
@@ -114,6 +116,7 @@ class FullCovarianceGaussian(AbstractNoise):
     """
 
     name = "full-gaussian"
+    symmetric = True
 
     def __init__(self, covariance: torch.Tensor | None = None, *, factor: torch.Tensor | None = None) -> None:
         if (covariance is None) == (factor is None):

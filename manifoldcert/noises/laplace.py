@@ -28,6 +28,7 @@ class Laplace(AbstractNoise):
 
     name = "laplace"
     iid_coordinates = True
+    symmetric = True
 
     def __init__(self, sigma: Scale | None = None, *, scale: Scale | None = None) -> None:
         self.scale = sigma_or_scale(sigma, scale, "scale", math.sqrt(2.0))

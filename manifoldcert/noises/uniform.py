@@ -19,6 +19,7 @@ class Uniform(AbstractNoise):
 
     name = "uniform"
     iid_coordinates = True
+    symmetric = True
 
     def __init__(self, sigma: Scale | None = None, *, half_width: Scale | None = None) -> None:
         self.half_width = sigma_or_scale(sigma, half_width, "half_width", 1.0 / math.sqrt(3.0))

@@ -402,6 +402,8 @@ class _ZhangNoise(AbstractNoise):
     ``dim`` also checks ``k < d`` at construction and every input's size against it.
     """
 
+    symmetric = True
+
     name: ClassVar[str]
     norm: ClassVar[str]  # the radial norm: "l1", "l2" or "linf"
     _scale_name: ClassVar[str]  # the paper's symbol for the family's scale

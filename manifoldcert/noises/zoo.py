@@ -135,6 +135,7 @@ class _ScaleFamily(AbstractNoise):
     """
 
     iid_coordinates = True  # log_prob of any subset of coordinates is their own joint log density
+    symmetric = True
     _scale_name: str = "scale"
 
     _given: tuple[str, Scale]  # the (keyword, value) the user gave, which config() stores
