@@ -101,28 +101,46 @@ class ShiftedLogRatios:
     dim : int
         Input dimension.
     n_samples : int
-        Monte Carlo samples drawn (stored; float32 when ``n_samples·dim`` is large).
-    generator : torch.Generator, optional
+        Monte Carlo samples drawn (stored in float32 when ``n_samples·dim`` is large).
+    seed : int
+        Seed of the samples. For i.i.d. coordinates they are drawn lazily, 64 coordinates at a time from
+        ``(seed, block)``-seeded generators, so a direction supported on the first k coordinates never
+        allocates the others (an axis at d = 784 costs as much memory as at d = 1).
     """
 
-    def __init__(
-        self, noise: AbstractNoise, dim: int, n_samples: int, generator: torch.Generator | None = None
-    ) -> None:
+    #: Coordinates drawn together when the samples are extended (i.i.d. noise).
+    BLOCK = 64
+
+    def __init__(self, noise: AbstractNoise, dim: int, n_samples: int, seed: int = 0) -> None:
         self.noise = noise
         self.dim = int(dim)
         self.n_samples = int(n_samples)
-        dtype = torch.float64 if self.n_samples * self.dim <= 1 << 24 else torch.float32
-        self.samples = noise.sample(self.n_samples, (self.dim,), generator=generator, dtype=dtype)
+        self.seed = int(seed)
+        self.dtype = torch.float64 if self.n_samples * self.dim <= 1 << 24 else torch.float32
+        self._blocks: list[torch.Tensor] = []
+        self._samples = torch.empty(self.n_samples, 0, dtype=self.dtype)
+        if not noise.iid_coordinates:
+            generator = torch.Generator().manual_seed(self.seed)
+            self._samples = noise.sample(self.n_samples, (self.dim,), generator=generator, dtype=self.dtype)
         self._base: dict[tuple, torch.Tensor] = {}
 
-    def head(self, n_samples: int) -> ShiftedLogRatios:
-        """A view on the first ``n_samples`` samples (a cheaper, noisier boundary for searches)."""
-        view = object.__new__(ShiftedLogRatios)
-        view.noise, view.dim = self.noise, self.dim
-        view.n_samples = min(int(n_samples), self.n_samples)
-        view.samples = self.samples[: view.n_samples]
-        view._base = {}
-        return view
+    def columns(self, width: int) -> torch.Tensor:
+        """The samples' first ``width`` coordinates, shape ``(n_samples, width)`` (drawn on first use)."""
+        if self._samples.shape[1] < width:
+            while sum(block.shape[1] for block in self._blocks) < width:
+                drawn = sum(block.shape[1] for block in self._blocks)
+                size = min(self.BLOCK, self.dim - drawn)
+                generator = torch.Generator().manual_seed(self.seed * 1_000_003 + len(self._blocks))
+                self._blocks.append(
+                    self.noise.sample(self.n_samples, (size,), generator=generator, dtype=self.dtype)
+                )
+            self._samples = torch.cat(self._blocks, dim=1)
+        return self._samples[:, :width]
+
+    @property
+    def samples(self) -> torch.Tensor:
+        """All ``(n_samples, dim)`` samples."""
+        return self.columns(self.dim)
 
     @property
     def effective_samples(self) -> int:
@@ -138,9 +156,11 @@ class ShiftedLogRatios:
         return support
 
     def _log_prob(self, columns: slice | torch.Tensor, shift: torch.Tensor | None) -> torch.Tensor:
+        width = columns.stop if isinstance(columns, slice) and columns.stop is not None else self.dim
+        samples = self.columns(width)
         parts = []
         for start in range(0, self.n_samples, _CHUNK_ROWS):
-            block = self.samples[start : start + _CHUNK_ROWS, columns].double()
+            block = samples[start : start + _CHUNK_ROWS, columns].double()
             parts.append(self.noise.log_prob(block if shift is None else block + shift))
         return torch.cat(parts)
 
