@@ -192,6 +192,16 @@ def test_bad_input():
         UniCR(None, noise=noises.Gaussian(SIGMA)).radius_for(0.9)
     with pytest.raises(ValueError, match="exceed 1"):
         certifier.radius_for(0.9, 0.2)
-    tight = UniCR(None, noise=noises.Uniform(SIGMA), input_shape=(4,), mc_samples=500, tolerance=1e-9)
-    with pytest.raises(UnreachableToleranceError, match=r"\|K\| = .* exceeds the tolerance"):
-        tight.radius_for(0.9, use_table=False)
+
+
+class _SteppedGap:
+    """A boundary whose K jumps from +0.3 to −0.3 at λ = 1: no λ gets |K| below 0.3."""
+
+    def gap(self, direction, scale, p_a, p_b):
+        return 0.3 if scale < 1.0 else -0.3
+
+
+def test_unreachable_tolerance_reports_the_best_gap():
+    with pytest.raises(UnreachableToleranceError, match=r"\|K\| = 0.3 .* exceeds the tolerance 0.02"):
+        scale_to_boundary(_SteppedGap(), np.ones(2), 0.9, 0.1, tolerance=0.02)
+    assert scale_to_boundary(_SteppedGap(), np.ones(2), 0.9, 0.1, tolerance=0.5).scale == pytest.approx(1.0)
