@@ -232,3 +232,95 @@ def bench_functional(
     return FunctionalBenchmark(
         noise_name, dim, n, mc_samples, images, table_seconds, certify_seconds, search["seconds"] / images
     )
+
+
+@dataclass(frozen=True)
+class UniCRBenchmark:
+    noise: str
+    norm: str
+    dim: int
+    table_size: int
+    mc_samples: int
+    table_seconds: float
+    lookup_seconds: float
+    certify_seconds: float | None
+    cohen_seconds: float | None
+
+    def line(self) -> str:
+        text = (
+            f"{self.noise} {self.norm} d={self.dim}: {self.table_size}-point table ({self.mc_samples:,} samples) "
+            f"built in {self.table_seconds:.1f} s; radius lookup {self.lookup_seconds * 1e6:.1f} µs"
+        )
+        if self.certify_seconds is not None and self.cohen_seconds is not None:
+            text += (
+                f"; certify {self.certify_seconds * 1e3:.1f} ms vs cohen {self.cohen_seconds * 1e3:.1f} ms per "
+                f"image (+{(self.certify_seconds - self.cohen_seconds) * 1e3:.2f} ms)"
+            )
+        return text
+
+
+def bench_unicr(
+    noise_name: str = "gaussian",
+    norm: str = "l2",
+    *,
+    dim: int = 784,
+    table_size: int = 50,
+    mc_samples: int = 100_000,
+    images: int = 0,
+    n: int = 10_000,
+    batch_size: int = 1000,
+    noise_params: dict | None = None,
+    device: str | None = None,
+) -> UniCRBenchmark:
+    """Time to build UniCR's ``p_A → R`` table, a lookup, and (with ``images``) certify with the table vs Cohen.
+
+    The per-image comparison certifies the same random inputs with ``unicr`` (table lookup) and ``cohen`` (closed
+    form) on one ``cnn`` with the same seed, so the difference is what the table lookup adds to the forward passes.
+    """
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    shape = (1, 28, 28) if dim == 784 else (dim,)
+    model = build_model("cnn" if dim == 784 else "mlp", shape, 10).to(device).eval() if images else None
+    certifier = get_certifier(
+        "unicr",
+        model,
+        noise=noise_name,
+        noise_params={"sigma": 0.5, **(noise_params or {})},
+        norm=norm,
+        input_shape=shape,
+        table_size=table_size,
+        mc_samples=mc_samples,
+        search="symmetric",
+        batch_size=batch_size,
+    )
+    start = time.perf_counter()
+    table = certifier.table(dim)
+    table_seconds = time.perf_counter() - start
+    probabilities = torch.linspace(0.51, 0.9999, 1000).tolist()
+    start = time.perf_counter()
+    for p in probabilities:
+        certifier.radius_for(p)
+    lookup_seconds = (time.perf_counter() - start) / len(probabilities)
+    certify_seconds = cohen_seconds = None
+    if images:
+        cohen = get_certifier("cohen", model, sigma=0.5, batch_size=batch_size)
+        xs = torch.rand((images, *shape), generator=torch.Generator().manual_seed(0)).to(device)
+
+        def per_image(certify) -> float:
+            begin = time.perf_counter()
+            for x in xs:
+                certify(x, n=n)
+            return (time.perf_counter() - begin) / images
+
+        per_image(certifier.certify), per_image(cohen.certify)  # warm-up
+        certify_seconds, cohen_seconds = per_image(certifier.certify), per_image(cohen.certify)
+    return UniCRBenchmark(
+        noise_name,
+        norm,
+        dim,
+        table_size,
+        mc_samples,
+        table.seconds or table_seconds,
+        lookup_seconds,
+        certify_seconds,
+        cohen_seconds,
+    )

@@ -139,7 +139,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from manifoldcert.bench import bench_dssn, bench_estimator, bench_functional
+    from manifoldcert.bench import bench_dssn, bench_estimator, bench_functional, bench_unicr
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {_device(args.device)}")
     if args.what == "dssn":
@@ -147,6 +147,23 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             print(
                 bench_dssn(sigma, n_uniform=args.n, images=args.repeats, device=_device(args.device)).line()
             )
+        return 0
+    if args.what == "unicr":
+        for noise_name, norm, params in (
+            ("gaussian", "l2", {}),
+            ("laplace", "l1", {}),
+            ("general-normal", "l2", {"beta": 1.5}),
+            ("general-normal", "l1", {"beta": 1.5}),
+        ):
+            result = bench_unicr(
+                noise_name,
+                norm,
+                noise_params=params,
+                images=args.repeats,
+                n=args.n,
+                device=_device(args.device),
+            )
+            print(result.line())
         return 0
     if args.what == "functional":
         for noise_name in ("zhang-l2", "zhang-mixed"):
@@ -231,8 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmarks")
     p.add_argument(
         "what",
-        choices=("estimator", "dssn", "functional"),
-        help="estimator: certify vs forward passes; dssn: vs uniform; functional: the λ search's share",
+        choices=("estimator", "dssn", "functional", "unicr"),
+        help="estimator: certify vs forward passes; dssn: vs uniform; functional: the λ search's share; "
+        "unicr: table build time and the lookup's cost",
     )
     p.add_argument("--n", type=int, default=10_000, help="samples (estimator) or uniform's samples (dssn)")
     p.add_argument(
