@@ -76,6 +76,14 @@ def _cmd_certify(args: argparse.Namespace) -> int:
     check_compatible(info, dataset_name, dataset.input_shape)
     trained_noise = None if info.noise.get("name") == "none" else noises.from_config(info.noise)
     options = _certifier_options(args.method, trained_noise, args.sigma)
+    if args.metric is not None:
+        if args.method != "rddrs":
+            raise ValueError("--metric applies to --method rddrs only")
+        options["metric"] = args.metric
+    if args.memory:
+        if args.method not in ("ddrs", "ancer", "rddrs"):
+            raise ValueError("--memory applies to the data-dependent methods ddrs, ancer and rddrs")
+        options["memory"] = True
     certifier = get_certifier(
         args.method,
         model,
@@ -226,6 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sigma", type=float, default=None, help="default: the checkpoint's training sigma")
     p.add_argument("--dataset", default=None, help="default: the checkpoint's data set")
     p.add_argument("--split", default="test")
+    p.add_argument(
+        "--metric", default=None, help="SPD metric of rddrs (affine-invariant, log-euclidean, ...)"
+    )
+    p.add_argument(
+        "--memory",
+        action="store_true",
+        help="memory-based certification for ddrs / ancer / rddrs (guaranteed)",
+    )
     p.add_argument("--out", required=True, help="TSV output path")
     add_run_arguments(p)
     p.set_defaults(run=_cmd_certify)

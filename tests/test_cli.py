@@ -213,3 +213,15 @@ def test_train_and_certify_with_a_zhang_family(tmp_path):
     assert [r["method"] for r in rows] == ["functional"] * 3
     assert all(r["norm"] == "l1" and r["radius"] == r["radius_l1"] and r["k"] == "8" for r in rows)
     assert {r["noise"] for r in rows} == {"zhang-l1"}
+
+
+def test_certify_with_a_data_dependent_method_and_metric(checkpoint, tmp_path):
+    """``--method rddrs --metric log-euclidean --memory`` on the digits model (d = 64)."""
+    out = tmp_path / "rddrs.tsv"
+    args = ["certify", "--checkpoint", str(checkpoint), "--method", "rddrs", "--metric", "log-euclidean"]
+    assert main([*args, "--memory", "--n", "200", "--n0", "20", "--max", "2", "--out", str(out)]) == 0
+    rows = _rows(out)
+    assert [r["method"] for r in rows] == ["rddrs", "rddrs"]
+    assert all(float(r["proxy_radius"]) >= float(r["radius_l2"]) - 1e-9 for r in rows)
+    assert main([*args[:-2], "--metric", "nope", "--out", str(tmp_path / "x.tsv"), "--max", "1"]) == 2
+    assert main([*args[:3], "--method", "cohen", "--metric", "log-euclidean", "--out", str(out)]) == 2
