@@ -367,8 +367,8 @@ class UniCR(SmoothingCertifier):
             labels.append(f"{int(np.count_nonzero(direction))}-sparse")
             if progress:
                 print(f"unicr table d={dim}: direction {labels[-1]} done", flush=True)
-        # Enforce monotonicity in p_A (the exact radius is non-decreasing) conservatively: a running minimum
-        # from the top would raise nothing; a running maximum could. Keep each point at most its successors.
+        # The exact radius is non-decreasing in p_A; Monte Carlo noise can break that. Lowering each point to the
+        # minimum of its successors restores it and never raises a radius.
         radii = np.minimum.accumulate(radii[::-1])[::-1]
         return RadiusTable(config, probabilities, radii, time.perf_counter() - start, labels)
 
