@@ -57,7 +57,9 @@ def test_registry_lists_every_family():
         "zhang-linf",
         "zhang-mixed",
     ]
-    with pytest.raises(ValueError, match="valid noises are: cauchy, derandomized-splitting, diagonal-gaussian"):
+    with pytest.raises(
+        ValueError, match="valid noises are: cauchy, derandomized-splitting, diagonal-gaussian"
+    ):
         noises.get("student-t", sigma=1.0)
 
 

@@ -204,4 +204,6 @@ class _SteppedGap:
 def test_unreachable_tolerance_reports_the_best_gap():
     with pytest.raises(UnreachableToleranceError, match=r"\|K\| = 0.3 .* exceeds the tolerance 0.02"):
         scale_to_boundary(_SteppedGap(), np.ones(2), 0.9, 0.1, tolerance=0.02)
-    assert scale_to_boundary(_SteppedGap(), np.ones(2), 0.9, 0.1, tolerance=0.5).scale == pytest.approx(1.0, rel=1e-4)
+    assert scale_to_boundary(_SteppedGap(), np.ones(2), 0.9, 0.1, tolerance=0.5).scale == pytest.approx(
+        1.0, rel=1e-4
+    )
