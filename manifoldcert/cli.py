@@ -80,6 +80,10 @@ def _cmd_certify(args: argparse.Namespace) -> int:
         if args.method != "rddrs":
             raise ValueError("--metric applies to --method rddrs only")
         options["metric"] = args.metric
+    if args.method == "unicr":
+        options.update(norm=args.norm, cache_dir=args.cache_dir)
+    elif args.norm != "l2" or args.cache_dir is not None:
+        raise ValueError("--norm and --cache-dir apply to --method unicr only")
     if args.memory:
         if args.method not in ("ddrs", "ancer", "rddrs"):
             raise ValueError("--memory applies to the data-dependent methods ddrs, ancer and rddrs")
@@ -117,10 +121,10 @@ def _certifier_options(method: str, trained_noise, sigma: float | None) -> dict:
             )
         sigma = sigma if sigma is not None else trained_noise.sigma
         return {"sigma": sigma, "levels": trained_noise.levels, "offset_seed": trained_noise.offset_seed}
-    if method == "functional":
-        # The bound is specific to the noise family: certify with the training noise (σ may be overridden).
+    if method in ("functional", "unicr"):
+        # Both certify the training noise itself, whatever its family (σ may be overridden).
         if trained_noise is None:
-            raise ValueError("functional needs the training noise recorded in the checkpoint")
+            raise ValueError(f"{method} needs the training noise recorded in the checkpoint")
         config = trained_noise.config()
         if sigma is not None:
             config.pop("scale", None)
@@ -237,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--metric", default=None, help="SPD metric of rddrs (affine-invariant, log-euclidean, ...)"
     )
+    p.add_argument("--norm", default="l2", help="threat model of unicr: l1, l2, linf or a number p > 0")
+    p.add_argument("--cache-dir", default=None, help="folder for unicr's p_A → R tables")
     p.add_argument(
         "--memory",
         action="store_true",

@@ -225,3 +225,13 @@ def test_certify_with_a_data_dependent_method_and_metric(checkpoint, tmp_path):
     assert all(float(r["proxy_radius"]) >= float(r["radius_l2"]) - 1e-9 for r in rows)
     assert main([*args[:-2], "--metric", "nope", "--out", str(tmp_path / "x.tsv"), "--max", "1"]) == 2
     assert main([*args[:3], "--method", "cohen", "--metric", "log-euclidean", "--out", str(out)]) == 2
+
+
+def test_certify_with_unicr_uses_the_training_noise_and_a_table_cache(checkpoint, tmp_path):
+    out, cache = tmp_path / "unicr.tsv", tmp_path / "cache"
+    args = ["certify", "--checkpoint", str(checkpoint), "--method", "unicr", "--norm", "l1"]
+    assert main([*args, "--cache-dir", str(cache), "--n", "200", "--max", "2", "--out", str(out)]) == 0
+    rows = _rows(out)
+    assert all(r["method"] == "unicr" and r["norm"] == "l1" and r["noise"] == "laplace" for r in rows)
+    assert len(list(cache.glob("unicr-*.json"))) == 1
+    assert main([*args[:4], "cohen", "--norm", "l1", "--out", str(tmp_path / "c.tsv")]) == 2

@@ -214,3 +214,12 @@ def test_dual_lower_bound_recovers_equation_8():
         bound, _ = dual_lower_bound(shift.log_ratio(statistics, radius), p)
         expected = standard_normal.cdf(standard_normal.ppf(p) - radius)
         assert bound == pytest.approx(expected, abs=3e-3)
+
+
+def test_certify_a_noise_given_by_its_scale_without_input_shape():
+    """σ of a ‖z‖^-k noise built from its scale depends on d: taken from the certified input."""
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(6, 3))
+    noise = noises.get("zhang-l2", scale=0.5, k=2.0)
+    certifier = Functional(model, noise=noise, mc_samples=2000)
+    cert = certifier.certify(torch.zeros(6), n0=10, n=50, alpha=0.01)
+    assert cert.params["sigma"] == pytest.approx(noise.sigma_for(6))

@@ -89,6 +89,7 @@ class Functional(SmoothingCertifier):
         self.mc_alpha = check_alpha(mc_alpha, "mc_alpha")
         self.grid_size = check_positive_int(grid_size, "grid_size")
         self._tables: dict[int, FunctionalBoundTable] = {}
+        self._last_dim: int | None = None  # σ of a noise built from its scale depends on d
         if self.input_shape is not None:
             worst_case_shift(noise, math.prod(self.input_shape))  # validates k against the dimension early
 
@@ -98,8 +99,9 @@ class Functional(SmoothingCertifier):
 
     @property
     def sigma(self) -> float:
-        if self.input_shape is not None and hasattr(self.noise, "sigma_for"):
-            return float(self.noise.sigma_for(math.prod(self.input_shape)))
+        dim = math.prod(self.input_shape) if self.input_shape is not None else self._last_dim
+        if dim is not None and hasattr(self.noise, "sigma_for"):
+            return float(self.noise.sigma_for(dim))
         return self.noise.sigma
 
     def params(self) -> dict[str, Any]:
@@ -124,6 +126,7 @@ class Functional(SmoothingCertifier):
     def certify(self, x: torch.Tensor, *, runner_up: bool = False, **options: Any):
         if runner_up:
             raise ValueError("the functional bound constrains p_A only; runner_up=True is not available")
+        self._last_dim = x.numel()
         return super().certify(x, **options)
 
     def _native_radius(self, p_a: float, p_b: float) -> float:  # pragma: no cover - radius_for is overridden
