@@ -97,6 +97,18 @@ class AbstractCertifier(abc.ABC):
     def _check_x(self, x: torch.Tensor) -> torch.Tensor:
         return check_input(x, input_shape=self.input_shape, unit_range=self.requires_unit_range)
 
+    def _resolve_dim(self, dim: int | None) -> int:
+        """The input dimension of a probability-to-radius query: ``dim``, or the one of ``input_shape``."""
+        expected = None if self.input_shape is None else math.prod(self.input_shape)
+        if dim is None:
+            if expected is None:
+                raise ValueError("radius_for needs the input dimension: pass dim= or build with input_shape")
+            return expected
+        dim = check_positive_int(dim, "dim")
+        if expected is not None and dim != expected:
+            raise ValueError(f"dim={dim} does not match the certifier's input_shape {self.input_shape}")
+        return dim
+
     def _generator_for(self, generator: torch.Generator | None) -> torch.Generator | None:
         return generator if generator is not None else self._generator
 
@@ -234,6 +246,10 @@ class SmoothingCertifier(AbstractCertifier):
         )
         return top_class if hoeffding_lower(mean[top_class], n, alpha / 2) > runner_up else None
 
+    def convert_radius(self, radius: float, norm: str, dim: int | None) -> float:
+        """The radius in ``norm`` implied by ``radius`` in the method's :attr:`native_norm`."""
+        return implied_radius(radius, certified_norm=self.native_norm, norm=norm, dim=dim)
+
     @property
     def guaranteed(self) -> bool:
         """Whether certificates hold with probability ``>= 1 − alpha`` (False for approximate radii)."""
@@ -276,8 +292,7 @@ class SmoothingCertifier(AbstractCertifier):
             raise ValueError(f"p_a + p_b must not exceed 1, got {p_a} + {p_b}")
         if p_a <= p_b:
             return 0.0
-        radius = self._native_radius(p_a, p_b)
-        return implied_radius(radius, certified_norm=self.native_norm, norm=norm, dim=dim)
+        return self.convert_radius(self._native_radius(p_a, p_b), norm, dim)
 
     def certify(
         self,
@@ -314,10 +329,10 @@ class SmoothingCertifier(AbstractCertifier):
                 p_lower, p_upper_b = clopper_pearson_lower(int(counts[top_class]), n, p_alpha), None
         abstain = p_lower < 0.5 if p_upper_b is None else p_lower <= p_upper_b
         dim = x.numel()
-        radius = {
-            norm: 0.0 if abstain else self.radius_for(p_lower, p_upper_b, norm=norm, dim=dim)
-            for norm in NORMS
-        }
+        # One radius in the method's own norm; the others follow from norm inequalities.
+        native = 0.0 if abstain else self.radius_for(p_lower, p_upper_b, dim=dim)
+        radius = {norm: self.convert_radius(native, norm, dim) for norm in NORMS}
+        radius.setdefault(self.native_norm, native)
         return Certificate(
             prediction=None if abstain else top_class,
             radius=radius,

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from manifoldcert._validation import check_alpha, check_name, check_positive_int
-from manifoldcert.certificate import NORMS, implied_radius
+from manifoldcert.certificate import NORMS
 from manifoldcert.certifiers.base import DEFAULT_ALPHA, SmoothingCertifier, check_probability
 from manifoldcert.certifiers.functional_bound import (
     CERTIFIED_NORM,
@@ -161,16 +161,12 @@ class Functional(SmoothingCertifier):
             raise ValueError("the functional bound uses p_A only; call radius_for(p_a)")
         norm = self.native_norm if norm is None else check_name(norm, NORMS, "norm")
         p_a = check_probability(p_a, "p_a")
-        if dim is None:
-            if self.input_shape is None:
-                raise ValueError("radius_for needs the input dimension: pass dim= or build with input_shape")
-            dim = math.prod(self.input_shape)
-        dim = check_positive_int(dim, "dim")
+        dim = self._resolve_dim(dim)
         if p_a <= 0.5:
             return 0.0
         table = self.table(dim)
         radius = table.radius(p_a, 0.0 if estimate else table.margin(self.mc_alpha))
-        return implied_radius(radius, certified_norm=self.native_norm, norm=norm, dim=dim)
+        return self.convert_radius(radius, norm, dim)
 
 
 def _build_noise(

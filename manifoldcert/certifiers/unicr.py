@@ -28,7 +28,7 @@ from scipy.stats import norm as standard_normal
 from torch import nn
 
 from manifoldcert._validation import check_name, check_positive_int
-from manifoldcert.certificate import NORMS, lp_implied_radius
+from manifoldcert.certificate import lp_implied_radius
 from manifoldcert.certifiers.base import SmoothingCertifier, check_probability
 from manifoldcert.certifiers.unicr_boundary import (
     ShiftedLogRatios,
@@ -238,7 +238,6 @@ class UniCR(SmoothingCertifier):
         self._ratios: dict[int, ShiftedLogRatios] = {}
         self._pilots: dict[int, ShiftedLogRatios] = {}
         self._tables: dict[int, RadiusTable] = {}
-        self._last_boundary: tuple[tuple[float, float, int], float] | None = None
 
     @property
     def guaranteed(self) -> bool:
@@ -311,8 +310,6 @@ class UniCR(SmoothingCertifier):
 
     def boundary_radius(self, p_a: float, p_b: float, dim: int) -> float:
         """UniCR's radius for one pair ``(p_A, p_B)``: ``λ*·‖u‖_p`` along the best direction found."""
-        if self._last_boundary is not None and self._last_boundary[0] == (p_a, p_b, dim):
-            return self._last_boundary[1]  # certify asks once per norm
         ratios = self.ratios(dim)
         radii = []
         for direction in self.select_directions(dim, [(p_a, p_b)]):
@@ -320,7 +317,6 @@ class UniCR(SmoothingCertifier):
                 ratios, direction, p_a, p_b, tolerance=self.tolerance, relative_precision=1e-4
             )
             radii.append(point.scale * lp_norm(direction, self.p))
-        self._last_boundary = ((p_a, p_b, dim), min(radii))
         return min(radii)
 
     # -- tables -----------------------------------------------------------------------------------------------
@@ -397,7 +393,7 @@ class UniCR(SmoothingCertifier):
         if p_a + p_b > 1.0 + 1e-12:
             raise ValueError(f"p_a + p_b must not exceed 1, got {p_a} + {p_b}")
         target = self.p if norm is None else norm_exponent(norm)
-        dim = self._dimension(dim)
+        dim = self._resolve_dim(dim)
         if p_a <= p_b:
             return 0.0
         if p_a == 1.0:
@@ -408,22 +404,8 @@ class UniCR(SmoothingCertifier):
             radius = self.boundary_radius(p_a, p_b, dim)
         return lp_implied_radius(radius, self.p, target, dim)
 
-    def _dimension(self, dim: int | None) -> int:
-        expected = None if self.input_shape is None else math.prod(self.input_shape)
-        if dim is None:
-            if expected is None:
-                raise ValueError("radius_for needs the input dimension: pass dim= or build with input_shape")
-            return expected
-        dim = check_positive_int(dim, "dim")
-        if expected is not None and dim != expected:
-            raise ValueError(f"dim={dim} does not match the certifier's input_shape {self.input_shape}")
-        return dim
-
-    def certify(self, x: torch.Tensor, **options: Any):
-        certificate = super().certify(x, **options)
-        if self.native_norm not in NORMS and certificate.prediction is not None:
-            certificate.radius[self.native_norm] = self.radius_for(certificate.p_lower, dim=x.numel())
-        return certificate
+    def convert_radius(self, radius: float, norm: str, dim: int | None) -> float:
+        return lp_implied_radius(radius, self.p, norm_exponent(norm), dim)
 
 
 def _check_log_density(ratios: ShiftedLogRatios) -> None:
