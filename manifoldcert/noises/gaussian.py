@@ -132,7 +132,7 @@ class FullCovarianceGaussian(AbstractNoise):
         else:
             factor = torch.as_tensor(factor)
             _check_square(factor, "factor")
-            if float(torch.linalg.matrix_rank(factor.detach().double())) < factor.shape[0]:
+            if not _is_invertible(factor.detach()):
                 raise ValueError("factor must be invertible so that A Aᵀ is positive definite")
         self.factor = factor
 
@@ -167,6 +167,18 @@ class FullCovarianceGaussian(AbstractNoise):
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "factor": self.factor.detach().cpu()}
+
+
+def _is_invertible(factor: torch.Tensor) -> bool:
+    """Full rank, by ``matrix_rank``'s relative tolerance. A triangular factor (a Cholesky factor, rebuilt at every
+    RDDRS step) is invertible exactly when its diagonal has no zero, so it is judged from the diagonal, with the
+    same relative tolerance, instead of by an O(d³) SVD."""
+    size = factor.shape[0]
+    if torch.equal(factor, factor.tril()) or torch.equal(factor, factor.triu()):
+        diagonal = factor.diagonal().double().abs()
+        tolerance = float(diagonal.max()) * size * torch.finfo(factor.dtype).eps
+        return bool((diagonal > tolerance).all())
+    return int(torch.linalg.matrix_rank(factor.double())) == size
 
 
 def _check_square(matrix: torch.Tensor, name: str) -> None:
