@@ -1,37 +1,31 @@
-"""RS vs DDRS vs ANCER vs RDDRS: certified accuracy against the proxy radius, as in RDDRS's Fig. 2 (MNIST).
+"""RS vs DDRS vs ANCER vs RDDRS: certified accuracy against the proxy radius, as in RDDRS's Fig. 2 (MNIST), and a
+metric ablation at one step length.
 
 For each training σ (``--sigmas``, the paper's {0.12, 0.25, 0.5}) one ``cnn`` is trained with Gaussian noise of
-that σ (``train_checkpoint``, reused when ``<checkpoint-dir>/<dataset>_cnn_sigma_<σ>.pt`` exists — the
-checkpoint names of ``experiments/mnist_cohen.py``). The same test images (every ``--skip``-th, at most
-``--max``) are certified with σ₀ = σ by
+that σ (``train_checkpoint``, reused when ``<checkpoint-dir>/<dataset>_cnn_sigma_<σ>.pt`` exists). The same test
+images — idx 0, skip, 2·skip, … (the first ``--counts[i]`` of them at ``--sigmas[i]``) — are certified by all
+four methods from ONE run of the ``rddrs`` certifier's chain per image, since the chain is DDRS → ANCER → RDDRS:
 
-- ``cohen`` (RS, ``N(0, σ²I)``),
-- ``ddrs`` (``N(0, σ_x²I)``; ``--iterations`` steps × ``--opt-samples`` samples, learning rate ``--ddrs-lr``),
-- ``ancer`` (``N(0, diag θ_x²)``, start ``ddrs``; same budget, ``--ancer-lr``, κ = 2),
-- ``rddrs`` (``N(0, C_x)``, start ``ancer``; ``--rddrs-iterations`` × ``--rddrs-opt-samples``, ``--rddrs-lr``,
-  κ = 1e-6, metric ``--metrics[0]``; its inner DDRS and ANCER runs use the DDRS / ANCER settings above),
+- SELECT: the top class from n0 = 100 votes under ``N(0, σ²I)``;
+- RS: CERTIFY under ``N(0, σ²I)``;
+- DDRS, ANCER, RDDRS: CERTIFY under the covariance each stage of the chain chose (its CHOOSE step on
+  independent votes, :mod:`manifoldcert.certifiers.data_dependent`) — exactly what the ``ddrs``, ``ancer`` and
+  ``rddrs`` certifiers return, on other random streams.
 
-each with n0 = 100, ``--n`` certification samples, α = ``--alpha``, without a memory (certificates of the
-frozen-covariance classifier, ``guaranteed=False``). Every image's samples come from a generator seeded by
-``(seed, idx)``, so ANCER's inner DDRS run is the DDRS run and RDDRS starts from the ANCER result.
-Writes ``<out>/<method>_sigma_<σ>.tsv`` (RDDRS: ``rddrs-<metric>_sigma_<σ>.tsv``) and prints a Markdown table of
-certified accuracy at proxy radii ``r·det(Σ)^{1/(2d)}`` (the l2 radius for RS and DDRS), the mean proxy radius
-over the images certified correctly by all four methods (and whether RS ≤ DDRS ≤ ANCER ≤ RDDRS holds), and
-the time per image; ``<out>/certified_accuracy_proxy.png`` has one panel per σ. With more than one metric in
-``--metrics``, RDDRS is also run with each of them at ``--ablation-sigma`` on the same images (metric table:
-mean proxy radius, mean l2 radius, time per image).
+Every CERTIFY uses ``--n`` fresh samples at α = ``--alpha``, no memory (certificates of the frozen-covariance
+classifier, ``guaranteed=False``). Per image the samples come from a generator seeded by (seed, idx).
 
-    OMP_NUM_THREADS=1 python experiments/spd_mnist.py --dataset mnist --skip 1250 --max 8 \
-        --rddrs-iterations 10 --rddrs-opt-samples 200 --ablation-sigma 0.25 --out results/spd_mnist \
-        --metrics affine-invariant log-euclidean bures-wasserstein
-    OMP_NUM_THREADS=1 python experiments/spd_mnist.py --dataset digits --skip 18 --max 20 \
-        --rddrs-iterations 30 --rddrs-opt-samples 500 --ablation-sigma 0.25 --out results/spd_digits \
-        --metrics affine-invariant log-euclidean bures-wasserstein
+Metric ablation (``--ablation-sigma``, the first ``--ablation-count`` images): from each image's ANCER covariance
+(the same start for every metric), only the RDDRS stage is run with each metric of ``--metrics`` — names of ours
+and ``geomstats:<Class>`` for a geomstats metric through the adapter — at the same relative step length
+``--rddrs-lr`` in each metric's own norm, on the same seed (so the first step's samples coincide).
 
-The defaults (every 1,250th test image, at most 8; RDDRS 10 steps × 200 samples instead of the class's
-100 × 1,000) keep the MNIST run to about a quarter of an hour on two CPU cores: at d = 784 one RDDRS step
-costs about a second (exponential map, Cholesky backward, two eigendecompositions) and at the class defaults
-affine-invariant RDDRS took minutes per image (experiments/bench_rddrs.py).
+Writes ``<out>/sigma_<σ>.tsv`` (one row per image and method, written as it goes; an existing file is resumed),
+``<out>/ablation_sigma_<σ>.tsv``, ``<out>/certified_accuracy_proxy.png`` and prints Markdown tables.
+
+    OMP_NUM_THREADS=1 python experiments/spd_mnist.py --sigmas 0.25 --counts 100 --skip 50 \
+        --ablation-sigma 0.25 --ablation-count 30 --out results/spd_mnist
+    OMP_NUM_THREADS=1 python experiments/spd_mnist.py --sigmas 0.12 0.5 --counts 50 50 --skip 50 --out results/spd_mnist
 """
 
 from __future__ import annotations
@@ -40,122 +34,257 @@ import argparse
 import csv
 import math
 import os
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from tqdm import tqdm
 
 from manifoldcert import noises
-from manifoldcert.certifiers import AbstractCertifier, get_certifier
+from manifoldcert.certifiers.data_dependent import RDDRS
 from manifoldcert.data import load_train_test
-from manifoldcert.geometry.spd import METRICS
-from manifoldcert.runs import add_run_arguments, certify_with_args
+from manifoldcert.geometry.covariance import Covariance
 from manifoldcert.train import train_checkpoint
 
-METHODS = ("cohen", "ddrs", "ancer", "rddrs")
-LABELS = {"cohen": "RS", "ddrs": "DDRS", "ancer": "ANCER", "rddrs": "RDDRS"}
+METHODS = ("RS", "DDRS", "ANCER", "RDDRS")
 RADII = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
+COLUMNS = (
+    "idx",
+    "label",
+    "method",
+    "metric",
+    "prediction",
+    "correct",
+    "p_lower",
+    "mahalanobis",
+    "proxy",
+    "l2",
+    "sigma_min",
+    "sigma_max",
+    "chosen_step",
+    "forward_passes",
+    "seconds",
+)
 
 
-@dataclass(frozen=True)
-class Run:
-    """One certification TSV read back: per image index, correctness, proxy and l2 radius, seconds."""
+def metric_argument(name: str) -> Any:
+    """A metric name of ours, or ``geomstats:<Class>`` for a geomstats SPD metric class."""
+    if name.startswith("geomstats:"):
+        from manifoldcert.geometry._geomstats import import_geomstats_spd
 
-    name: str
-    idx: np.ndarray
-    correct: np.ndarray
-    proxy: np.ndarray
-    l2: np.ndarray
-    seconds: np.ndarray
-
-    def certified_accuracy(self, radii: Sequence[float]) -> list[float]:
-        """Fraction of the images that are correct with proxy radius ≥ r, for each r."""
-        return [
-            float(np.mean(self.correct & (self.proxy >= r))) if len(self.idx) else math.nan for r in radii
-        ]
+        return getattr(import_geomstats_spd(), name.split(":", 1)[1])
+    return name
 
 
-def read_run(path: str, name: str) -> Run:
-    """Read a TSV of :func:`manifoldcert.runs.certify_dataset`; the proxy radius is the l2 one without the column."""
+def row(
+    idx: int,
+    label: int,
+    method: str,
+    metric: str,
+    top_class: int,
+    p_lower: float,
+    radius: float,
+    covariance: Covariance,
+    chosen_step: int,
+    forward_passes: int,
+    seconds: float,
+) -> dict[str, Any]:
+    """One TSV row: the certificate of ``method`` under ``covariance`` (radius 0 when abstaining)."""
+    eigenvalues = covariance.eigenvalues()
+    certified = radius > 0
+    return {
+        "idx": idx,
+        "label": label,
+        "method": method,
+        "metric": metric,
+        "prediction": top_class if certified else -1,
+        "correct": int(certified and top_class == label),
+        "p_lower": f"{p_lower:.6f}",
+        "mahalanobis": f"{radius:.5f}",
+        "proxy": f"{radius * covariance.proxy_scale():.5f}",
+        "l2": f"{radius * math.sqrt(float(eigenvalues[0])):.5f}",
+        "sigma_min": f"{math.sqrt(float(eigenvalues[0])):.5f}",
+        "sigma_max": f"{math.sqrt(float(eigenvalues[-1])):.5f}",
+        "chosen_step": chosen_step,
+        "forward_passes": forward_passes,
+        "seconds": f"{seconds:.2f}",
+    }
+
+
+class RowWriter:
+    """Appends rows to a TSV as they come (header first); the set of (idx, method, metric) already written."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.done: set[tuple[int, str, str]] = set()
+        if os.path.exists(path):
+            with open(path, newline="") as handle:
+                for line in csv.DictReader(handle, delimiter="\t"):
+                    self.done.add((int(line["idx"]), line["method"], line["metric"]))
+        else:
+            with open(path, "w", newline="") as handle:
+                handle.write("\t".join(COLUMNS) + "\n")
+
+    def write(self, values: dict[str, Any]) -> None:
+        with open(self.path, "a", newline="") as handle:
+            handle.write("\t".join(str(values[c]) for c in COLUMNS) + "\n")
+        self.done.add((int(values["idx"]), values["method"], values["metric"]))
+
+
+def read_rows(path: str) -> list[dict[str, str]]:
     with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle, delimiter="\t"))
-    rows.sort(key=lambda row: int(row["idx"]))
+        return list(csv.DictReader(handle, delimiter="\t"))
 
-    def column(key: str) -> np.ndarray:
-        return np.array([float(row[key]) if row.get(key) else math.nan for row in rows])
 
-    l2 = column("radius_l2")
-    proxy = column("proxy_radius") if rows and "proxy_radius" in rows[0] else l2.copy()
-    return Run(
-        name=name,
-        idx=np.array([int(row["idx"]) for row in rows], dtype=int),
-        correct=np.array([row["correct"] == "1" for row in rows], dtype=bool),
-        proxy=np.nan_to_num(proxy),
-        l2=np.nan_to_num(l2),
-        seconds=column("time"),
+def certify_image(
+    certifier: RDDRS,
+    ablation: dict[str, RDDRS],
+    x: torch.Tensor,
+    idx: int,
+    label: int,
+    args: argparse.Namespace,
+    writer: RowWriter,
+    ablation_writer: RowWriter | None,
+) -> None:
+    """SELECT once, run the chain once, CERTIFY each stage's covariance; then the ablation's RDDRS stages."""
+    estimator = certifier.require_estimator()
+    generator = estimator.generator(args.seed * 1_000_003 + idx)
+    metric = certifier.metric
+    start = time.perf_counter()
+    top_class = certifier.select(x, args.n0, generator=generator)
+    options = {"n": args.n, "alpha": args.alpha, "generator": generator, "batch_size": args.batch_size}
+    rs_covariance = Covariance.isotropic(certifier.sigma, x.numel())
+    p_lower, radius = certifier.bound(x, top_class, rs_covariance, **options)
+    writer.write(
+        row(
+            idx,
+            label,
+            "RS",
+            "-",
+            top_class,
+            p_lower,
+            radius,
+            rs_covariance,
+            0,
+            0,
+            time.perf_counter() - start,
+        )
     )
-
-
-def build_certifier(
-    method: str, model: torch.nn.Module, sigma: float, metric: str, args: argparse.Namespace, input_shape
-) -> AbstractCertifier:
-    """The certifier of ``method`` with the command line's optimisation budgets."""
-    common = {"sigma": sigma, "batch_size": args.batch_size, "input_shape": input_shape}
-    ddrs = {"iterations": args.iterations, "opt_samples": args.opt_samples, "learning_rate": args.ddrs_lr}
-    ancer = {"iterations": args.iterations, "opt_samples": args.opt_samples, "learning_rate": args.ancer_lr}
-    if method == "cohen":
-        return get_certifier("cohen", model, **common)
-    if method == "ddrs":
-        return get_certifier("ddrs", model, **common, **ddrs)
-    if method == "ancer":
-        return get_certifier("ancer", model, **common, **ancer, start="ddrs", ddrs_options=ddrs)
-    return get_certifier(
-        "rddrs",
-        model,
-        **common,
-        metric=metric,
-        start="ancer",
-        iterations=args.rddrs_iterations,
-        opt_samples=args.rddrs_opt_samples,
-        learning_rate=args.rddrs_lr,
-        ddrs_options=ddrs,
-        ancer_options=ancer,
+    chain = certifier.optimise(
+        x, top_class, alpha=args.alpha, generator=generator, batch_size=args.batch_size
     )
+    # Time per method: SELECT and the stages up to this one, plus this method's CERTIFY.
+    passes, elapsed = 0, time.perf_counter() - start - sum(result.seconds for result in chain.stages)
+    for result in chain.stages:
+        passes += result.forward_passes
+        method = result.name.upper()
+        began = time.perf_counter()
+        p_lower, radius = certifier.bound(x, top_class, result.covariance, **options)
+        elapsed += result.seconds + time.perf_counter() - began
+        name = metric if method == "RDDRS" else "-"
+        writer.write(
+            row(
+                idx,
+                label,
+                method,
+                name,
+                top_class,
+                p_lower,
+                radius,
+                result.covariance,
+                result.chosen_step,
+                passes,
+                elapsed,
+            )
+        )
+    if ablation_writer is None:
+        return
+    ancer = chain.stages[-2].covariance
+    for name, rddrs in ablation.items():
+        if (idx, "RDDRS", name) in ablation_writer.done:
+            continue
+        began = time.perf_counter()
+        # The same seed for every metric: the first ascent step runs on the same samples.
+        metric_generator = estimator.generator(args.seed * 1_000_003 + idx + 500_000)
+        result = rddrs.run_stage(
+            x, top_class, ancer, floor=chain.stages[-1].floor, generator=metric_generator
+        )
+        p_lower, radius = rddrs.bound(x, top_class, result.covariance, **options)
+        ablation_writer.write(
+            row(
+                idx,
+                label,
+                "RDDRS",
+                name,
+                top_class,
+                p_lower,
+                radius,
+                result.covariance,
+                result.chosen_step,
+                result.forward_passes,
+                time.perf_counter() - began,
+            )
+        )
 
 
-def run_name(method: str, metric: str) -> str:
-    return f"rddrs-{metric}" if method == "rddrs" else method
+def summary(rows: list[dict[str, str]], key: str) -> dict[str, dict[int, dict[str, str]]]:
+    """Rows grouped by ``key`` (method or metric), then by image index."""
+    grouped: dict[str, dict[int, dict[str, str]]] = {}
+    for line in rows:
+        grouped.setdefault(line[key], {})[int(line["idx"])] = line
+    return grouped
 
 
-def common_means(runs: dict[str, Run]) -> tuple[int, dict[str, float], dict[str, float]]:
-    """Number of images certified correctly by every run, and each run's mean proxy and l2 radius over them."""
-    sets = [set(run.idx[run.correct].tolist()) for run in runs.values()]
-    common = sorted(set.intersection(*sets)) if sets else []
-    proxy, l2 = {}, {}
-    for key, run in runs.items():
-        mask = np.isin(run.idx, common)
-        proxy[key] = float(run.proxy[mask].mean()) if common else math.nan
-        l2[key] = float(run.l2[mask].mean()) if common else math.nan
-    return len(common), proxy, l2
+def certified_accuracy(lines: Sequence[dict[str, str]], radius: float) -> float:
+    return float(np.mean([line["correct"] == "1" and float(line["proxy"]) >= radius for line in lines]))
 
 
-def plot_panels(curves: dict[float, dict[str, Run]], path: str, title: str) -> str:
+def print_method_table(sigma: float, rows: list[dict[str, str]]) -> list[str]:
+    """Certified accuracy at proxy radii, mean proxy and l2 radius (0 where abstaining or wrong), time per image,
+    forward passes per image, and how often RDDRS ends below its ANCER start."""
+    methods = summary(rows, "method")
+    images = sorted(set.intersection(*(set(lines) for lines in methods.values())))
+    output = []
+    for method in METHODS:
+        if method not in methods:
+            continue
+        lines = [methods[method][i] for i in images]
+        mean_proxy = np.mean([float(line["proxy"]) * (line["correct"] == "1") for line in lines])
+        mean_l2 = np.mean([float(line["l2"]) * (line["correct"] == "1") for line in lines])
+        cells = " | ".join(f"{certified_accuracy(lines, r):.3f}" for r in RADII)
+        seconds = np.mean([float(line["seconds"]) for line in lines])
+        passes = np.mean([float(line["forward_passes"]) for line in lines])
+        output.append(
+            f"| {sigma} | {method} | {len(lines)} | {cells} | {mean_proxy:.3f} | {mean_l2:.3f} | {passes:,.0f} | "
+            f"{seconds:.1f} |"
+        )
+    if "RDDRS" in methods and "ANCER" in methods:
+        below = sum(float(methods["RDDRS"][i]["proxy"]) < float(methods["ANCER"][i]["proxy"]) for i in images)
+        kept = sum(methods["RDDRS"][i]["chosen_step"] == "0" for i in images)
+        output.append(
+            f"|  | RDDRS < ANCER (per image) | {below} of {len(images)} | RDDRS kept its start on {kept} |"
+        )
+    return output
+
+
+def plot(curves: dict[float, list[dict[str, str]]], path: str, title: str) -> str:
     """One panel per σ: certified accuracy against the proxy radius, one step curve per method."""
     figure = Figure(figsize=(4.2 * len(curves), 3.6), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, len(curves), squeeze=False)[0]
-    top = max(
-        (float(run.proxy.max()) for runs in curves.values() for run in runs.values() if len(run.idx)),
-        default=1,
-    )
+    top = max((float(line["proxy"]) for rows in curves.values() for line in rows), default=1.0)
     grid = np.linspace(0.0, 1.05 * max(top, 1e-3), 400)
-    for axis, (sigma, runs) in zip(axes, curves.items(), strict=True):
-        for key, run in runs.items():
-            axis.plot(grid, run.certified_accuracy(grid), label=LABELS.get(key.split("-")[0], key))
-        axis.set_title(f"σ = {sigma}")
+    for axis, (sigma, rows) in zip(axes, sorted(curves.items()), strict=True):
+        methods = summary(rows, "method")
+        for method in METHODS:
+            if method in methods:
+                lines = list(methods[method].values())
+                axis.plot(grid, [certified_accuracy(lines, r) for r in grid], label=method)
+        axis.set_title(f"σ = {sigma} ({len(next(iter(methods.values())))} images)")
         axis.set_xlabel("proxy radius r·det(Σ)^{1/(2d)}")
         axis.set_ylim(0, 1.02)
         axis.grid(alpha=0.3)
@@ -171,44 +300,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dataset", default="mnist")
     parser.add_argument("--root", default=None)
     parser.add_argument("--sigmas", type=float, nargs="+", default=[0.12, 0.25, 0.5])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--counts", type=int, nargs="+", default=[50, 100, 50], help="images per σ")
+    parser.add_argument("--skip", type=int, default=50, help="every skip-th test image")
     parser.add_argument("--epochs", type=int, default=5)
-    add_run_arguments(parser, n=10_000, skip=1250)
-    parser.set_defaults(max=8)
-    parser.add_argument("--iterations", type=int, default=100, help="DDRS and ANCER steps")
-    parser.add_argument("--opt-samples", type=int, default=100, help="DDRS and ANCER samples per step")
-    parser.add_argument("--ddrs-lr", type=float, default=0.1)
-    parser.add_argument("--ancer-lr", type=float, default=0.04)
-    parser.add_argument("--rddrs-iterations", type=int, default=10, help="RDDRS steps (class default 100)")
+    parser.add_argument("--n0", type=int, default=100)
+    parser.add_argument("--n", type=int, default=10_000)
+    parser.add_argument("--alpha", type=float, default=0.001)
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--rddrs-iterations", type=int, default=20)
+    parser.add_argument("--rddrs-opt-samples", type=int, default=1000)
     parser.add_argument(
-        "--rddrs-opt-samples", type=int, default=200, help="RDDRS samples per step (class default 1000)"
+        "--rddrs-lr", type=float, default=0.3, help="relative step length in the metric's norm"
     )
-    parser.add_argument("--rddrs-lr", type=float, default=1.0)
+    parser.add_argument("--choice-samples", type=int, default=1000)
     parser.add_argument(
         "--metrics",
         nargs="+",
         default=["affine-invariant"],
-        choices=list(METRICS),
-        help="RDDRS metric(s); the first is used in the method comparison, all of them in the ablation",
+        help="RDDRS metric(s): the first is used in the method comparison, all of them in the ablation",
     )
-    parser.add_argument("--ablation-sigma", type=float, default=None, help="σ of the metric ablation")
+    parser.add_argument("--ablation-sigma", type=float, default=None)
+    parser.add_argument("--ablation-count", type=int, default=20)
     parser.add_argument("--checkpoint-dir", default=None, help="where the models are (default: --out)")
     parser.add_argument("--out", default="results/spd_mnist")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if len(args.counts) != len(args.sigmas):
+        parser.error("--counts needs one number per σ of --sigmas")
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     os.makedirs(args.out, exist_ok=True)
     checkpoint_dir = args.checkpoint_dir or args.out
     dataset, train, test = load_train_test(args.dataset, root=args.root, fallback="mnist-5k")
     inputs = test.inputs()
-    ablation_sigma = args.sigmas[0] if args.ablation_sigma is None else args.ablation_sigma
-    sigmas = list(dict.fromkeys([*args.sigmas, ablation_sigma])) if len(args.metrics) > 1 else args.sigmas
-    curves: dict[float, dict[str, Run]] = {}
-    ablation: dict[str, Run] = {}
-    clean: dict[float, float] = {}
-    for sigma in sigmas:
-        model, info = train_checkpoint(
+    budget = {
+        "iterations": args.rddrs_iterations,
+        "opt_samples": args.rddrs_opt_samples,
+        "learning_rate": args.rddrs_lr,
+        "choice_samples": args.choice_samples,
+        "batch_size": args.batch_size,
+        "input_shape": test.input_shape,
+    }
+    curves: dict[float, list[dict[str, str]]] = {}
+    for sigma, count in zip(args.sigmas, args.counts, strict=True):
+        model, _ = train_checkpoint(
             "cnn",
             train,
             noises.Gaussian(sigma),
@@ -219,77 +354,55 @@ def main(argv: Sequence[str] | None = None) -> int:
             device=device,
             reuse=True,
         )
-        clean[sigma] = info.training["test_accuracy_clean"]
-        jobs = [(m, args.metrics[0]) for m in args.methods] if sigma in args.sigmas else []
-        if len(args.metrics) > 1 and sigma == ablation_sigma:
-            jobs += [("rddrs", metric) for metric in args.metrics if ("rddrs", metric) not in jobs]
-        for method, metric in jobs:
-            name = run_name(method, metric)
-            certifier = build_certifier(method, model, sigma, metric, args, test.input_shape)
-            path = os.path.join(args.out, f"{name}_sigma_{sigma}.tsv")
-            certify_with_args(certifier, inputs, test.labels, path, args)
-            run = read_run(path, name)
-            if sigma in args.sigmas and method in args.methods and metric == args.metrics[0]:
-                curves.setdefault(sigma, {})[method] = run
-            if method == "rddrs" and sigma == ablation_sigma:
-                ablation[metric] = run
-
-    count = len(next(iter(next(iter(curves.values())).values())).idx) if curves else 0
-    print(
-        f"\nCertified accuracy at proxy radius r·det(Σ)^(1/(2d)) on {dataset} test, every {args.skip}-th image "
-        f"(at most {args.max}; {count} images), n0 = {args.n0}, n = {args.n:,}, α = {args.alpha}; "
-        f"DDRS/ANCER {args.iterations} steps × {args.opt_samples} samples, RDDRS ({args.metrics[0]}) "
-        f"{args.rddrs_iterations} steps × {args.rddrs_opt_samples} samples, lr {args.rddrs_lr}"
-    )
-    header = (
-        "| σ | method | "
-        + " | ".join(f"r = {r}" for r in RADII)
-        + " | mean proxy (common) | mean l2 (common) | s / image |"
-    )
-    print(header)
-    print("|---|---|" + "---:|" * (len(RADII) + 3))
-    orderings = []
-    for sigma, runs in curves.items():
-        common, means, l2_means = common_means(runs)
-        for method, run in runs.items():
-            cells = " | ".join(f"{a:.3f}" for a in run.certified_accuracy(RADII))
-            label = f"{LABELS[method]}" + (f" ({args.metrics[0]})" if method == "rddrs" else "")
-            print(
-                f"| {sigma} | {label} | {cells} | {means[method]:.3f} | {l2_means[method]:.3f} | "
-                f"{np.mean(run.seconds):.2f} |"
+        certifier = RDDRS(model, sigma=sigma, metric=metric_argument(args.metrics[0]), **budget)
+        ablation: dict[str, RDDRS] = {}
+        ablation_writer = None
+        if sigma == args.ablation_sigma:
+            ablation = {
+                name: RDDRS(model, sigma=sigma, metric=metric_argument(name), start="sigma", **budget)
+                for name in args.metrics
+            }
+            ablation_writer = RowWriter(os.path.join(args.out, f"ablation_sigma_{sigma}.tsv"))
+        writer = RowWriter(os.path.join(args.out, f"sigma_{sigma}.tsv"))
+        indices = list(range(0, len(test.labels), args.skip))[:count]
+        for position, idx in enumerate(tqdm(indices, desc=f"σ = {sigma}")):
+            with_ablation = ablation_writer if position < args.ablation_count else None
+            if (idx, "RDDRS", certifier.metric) in writer.done and (
+                with_ablation is None
+                or all((idx, "RDDRS", r.metric) in with_ablation.done for r in ablation.values())
+            ):
+                continue
+            certify_image(
+                certifier, ablation, inputs[idx], idx, int(test.labels[idx]), args, writer, with_ablation
             )
-        values = [means[m] for m in METHODS if m in means]
-        holds = all(a <= b for a, b in zip(values, values[1:], strict=False)) and len(values) == len(METHODS)
-        orderings.append(
-            f"σ = {sigma} (clean acc {clean[sigma]:.4f}): {common} images certified correctly by all of "
-            f"{', '.join(LABELS[m] for m in runs)}; RS ≤ DDRS ≤ ANCER ≤ RDDRS on their mean proxy radius: "
-            f"{'holds' if holds else 'does NOT hold'}"
-        )
-    print("\n" + "\n".join(orderings))
+        curves[sigma] = read_rows(writer.path)
 
-    if len(ablation) > 1:
-        common, means, _ = common_means(ablation)
+    header = "| σ | method | images | " + " | ".join(f"r = {r}" for r in RADII)
+    print(f"\nCertified accuracy at proxy radius on {dataset} (n = {args.n:,}, α = {args.alpha})")
+    print(header + " | mean proxy | mean l2 | forward passes / image | s / image |")
+    print("|---|---|---:|" + "---:|" * (len(RADII) + 4))
+    for sigma, rows in sorted(curves.items()):
+        print("\n".join(print_method_table(sigma, rows)))
+    path = plot(
+        curves, os.path.join(args.out, "certified_accuracy_proxy.png"), f"{dataset}: RS, DDRS, ANCER, RDDRS"
+    )
+    print(f"plot: {path}")
+    ablation_path = os.path.join(args.out, f"ablation_sigma_{args.ablation_sigma}.tsv")
+    if os.path.exists(ablation_path):
+        rows = read_rows(ablation_path)
+        metrics = summary(rows, "metric")
+        images = sorted(set.intersection(*(set(lines) for lines in metrics.values())))
         print(
-            f"\nRDDRS metric ablation at σ = {ablation_sigma} on the same images "
-            f"(means over all {len(next(iter(ablation.values())).idx)} images, radius 0 when abstaining or wrong; "
-            f"'common' over the {common} images all metrics certify correctly)"
+            f"\nMetric ablation at σ = {args.ablation_sigma}, {len(images)} images, relative step {args.rddrs_lr}"
         )
-        print("| metric | certified acc | mean proxy | mean l2 | mean proxy (common) | s / image |")
-        print("|---|---:|---:|---:|---:|---:|")
-        for metric, run in ablation.items():
-            proxy = float(np.mean(run.proxy * run.correct))
-            l2 = float(np.mean(run.l2 * run.correct))
-            print(
-                f"| {metric} | {np.mean(run.correct):.3f} | {proxy:.3f} | {l2:.3f} | {means[metric]:.3f} | "
-                f"{np.mean(run.seconds):.2f} |"
-            )
-    if curves:
-        plot = plot_panels(
-            curves,
-            os.path.join(args.out, "certified_accuracy_proxy.png"),
-            f"{dataset}: RS, DDRS, ANCER, RDDRS ({count} test images, n = {args.n:,})",
-        )
-        print(f"plot: {plot}")
+        print("| metric | mean proxy | mean l2 | kept start | s / image |\n|---|---:|---:|---:|---:|")
+        for name, by_idx in metrics.items():
+            lines = [by_idx[i] for i in images]
+            mean_proxy = np.mean([float(line["proxy"]) * (line["correct"] == "1") for line in lines])
+            mean_l2 = np.mean([float(line["l2"]) * (line["correct"] == "1") for line in lines])
+            kept = sum(line["chosen_step"] == "0" for line in lines)
+            seconds = np.mean([float(line["seconds"]) for line in lines])
+            print(f"| {name} | {mean_proxy:.3f} | {mean_l2:.3f} | {kept} | {seconds:.1f} |")
     return 0
 
 

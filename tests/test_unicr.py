@@ -19,7 +19,8 @@ from manifoldcert.certifiers.unicr_boundary import (
     lp_norm,
     scale_to_boundary,
 )
-from manifoldcert.geometry.sphere import search_sphere, sparse_diagonals
+from manifoldcert.geometry.sphere import Sphere, sparse_diagonals
+from manifoldcert.optimize import FunctionObjective, ParticleSwarm, Problem
 
 PROBABILITIES = np.array([0.6, 0.8, 0.9, 0.99])
 SIGMA = 0.5
@@ -103,10 +104,14 @@ def test_swarm_finds_the_diagonal_for_linf():
         return point.scale * lp_norm(direction, math.inf)
 
     start = [np.array([1.0, 0.2]), np.array([-0.3, 1.0])]
-    result = search_sphere(radius, 2, start, max_iterations=15, extra_random_points=4, seed=0)
+    problem = Problem(Sphere(2), FunctionObjective(lambda direction: radius(direction.numpy())), maximize=False)
+    result = ParticleSwarm(max_iterations=15, extra_random_points=4, seed=0).run(problem, start)
     assert abs(abs(result.point[0]) - abs(result.point[1])) < 0.1
-    assert result.cost == pytest.approx(SIGMA * standard_normal.ppf(0.9) / math.sqrt(2.0), rel=0.03)
-    assert radius(np.array([1.0, 0.0])) > 1.3 * result.cost
+    assert result.value == pytest.approx(SIGMA * standard_normal.ppf(0.9) / math.sqrt(2.0), rel=0.03)
+    assert radius(np.array([1.0, 0.0])) > 1.3 * result.value
+    state = np.random.get_state()[1].copy()
+    ParticleSwarm(max_iterations=2, seed=5).run(problem, start)
+    assert (np.random.get_state()[1] == state).all()  # numpy's global random state is restored
 
 
 def test_swarm_is_used_in_auto_mode_for_small_dimensions():

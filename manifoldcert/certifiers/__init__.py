@@ -13,7 +13,7 @@ from manifoldcert.certifiers.cohen import Cohen as Cohen
 from manifoldcert.certifiers.data_dependent import ANCER as ANCER
 from manifoldcert.certifiers.data_dependent import DDRS as DDRS
 from manifoldcert.certifiers.data_dependent import RDDRS as RDDRS
-from manifoldcert.certifiers.data_dependent import DataDependentCertifier as DataDependentCertifier
+from manifoldcert.certifiers.data_dependent import OptimisedSmoothing as OptimisedSmoothing
 from manifoldcert.certifiers.dssn import DSSN as DSSN
 from manifoldcert.certifiers.functional import Functional as Functional
 from manifoldcert.certifiers.input_dependent import InputDependentCertifier as InputDependentCertifier
@@ -67,7 +67,7 @@ __all__ = [
     "Cohen",
     "DDRS",
     "DSSN",
-    "DataDependentCertifier",
+    "OptimisedSmoothing",
     "Functional",
     "InputDependentCertifier",
     "LaplaceCertifier",

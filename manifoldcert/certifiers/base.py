@@ -166,10 +166,22 @@ class AbstractCertifier(abc.ABC):
     def _predict(
         self, x: torch.Tensor, n: int, alpha: float, generator: torch.Generator | None, batch_size: int | None
     ) -> int | None:
-        """Cohen et al.'s PREDICT: abstain unless the two-sided binomial test of the top two vote counts rejects
-        equality at level ``alpha``."""
+        """Cohen et al.'s PREDICT with the noise of :meth:`noise_for` (see :meth:`_predict_with`)."""
+        return self._predict_with(x, self.noise_for(x), n, alpha, generator, batch_size)
+
+    def _predict_with(
+        self,
+        x: torch.Tensor,
+        noise: AbstractNoise,
+        n: int,
+        alpha: float,
+        generator: torch.Generator | None,
+        batch_size: int | None,
+    ) -> int | None:
+        """Cohen et al.'s PREDICT under ``noise``: abstain unless the two-sided binomial test of the top two vote
+        counts of ``n`` samples rejects equality at level ``alpha``."""
         counts = self.require_estimator().class_counts(
-            x, self.noise_for(x), n, generator=generator, batch_size=batch_size
+            x, noise, n, generator=generator, batch_size=batch_size
         )
         top2 = torch.topk(counts, k=min(2, counts.numel()))
         n_a = int(top2.values[0])

@@ -68,10 +68,10 @@ import numpy as np
 import torch
 
 from manifoldcert.certificate import Ellipsoid
+from manifoldcert.geometry.covariance import Covariance
 
 __all__ = [
     "CertificationMemory",
-    "CovarianceShape",
     "MemoryEntry",
     "MemoryHit",
     "ellipsoid_separation",
@@ -86,72 +86,12 @@ _RADIUS_STEPS = 50
 _MARGIN = 1e-9
 
 
-@dataclass(frozen=True)
-class CovarianceShape:
-    """A covariance ``Σ`` kept compactly: a vector of variances (diagonal ``Σ``) or a Cholesky factor.
-
-    Build it with :meth:`from_tensor`; everything is float64 on the CPU.
-    """
-
-    variances: torch.Tensor | None = None
-    factor: torch.Tensor | None = None
-
-    @classmethod
-    def from_tensor(cls, shape: torch.Tensor, dim: int) -> CovarianceShape:
-        """``shape``: a scalar variance (``σ²I``), a ``(d,)`` vector of variances, or a ``(d, d)`` SPD matrix."""
-        shape = torch.as_tensor(shape).detach().to(device="cpu", dtype=torch.float64)
-        if shape.dim() == 0:
-            shape = shape.expand(dim).clone()
-        if shape.dim() == 1:
-            if shape.numel() != dim:
-                raise ValueError(f"a diagonal shape needs {dim} variances, got {shape.numel()}")
-            if not bool(torch.isfinite(shape).all()) or not bool((shape > 0).all()):
-                raise ValueError("variances must be finite and > 0")
-            return cls(variances=shape)
-        if shape.shape != (dim, dim):
-            raise ValueError(f"a full shape must be {dim}×{dim}, got {tuple(shape.shape)}")
-        factor, info = torch.linalg.cholesky_ex((shape + shape.mT) / 2)
-        if int(info) != 0 or not bool(torch.isfinite(factor).all()):
-            raise ValueError("the shape matrix must be symmetric positive definite")
-        return cls(factor=factor)
-
-    @property
-    def dim(self) -> int:
-        return int((self.variances if self.variances is not None else self.factor).shape[0])
-
-    @property
-    def is_diagonal(self) -> bool:
-        return self.variances is not None
-
-    def dense(self) -> torch.Tensor:
-        """``Σ`` as a ``(d, d)`` matrix."""
-        if self.variances is not None:
-            return torch.diag(self.variances)
-        return self.factor @ self.factor.mT
-
-    def eigenvalues(self) -> torch.Tensor:
-        """Eigenvalues of ``Σ``, ascending."""
-        if self.variances is not None:
-            return torch.sort(self.variances).values
-        return torch.linalg.eigvalsh(self.dense())
-
-    def whiten(self, vectors: torch.Tensor) -> torch.Tensor:
-        """``L⁻¹ u`` for each row ``u`` of ``vectors`` (``Σ = LLᵀ``); ``‖L⁻¹u‖`` is the ``Σ``-Mahalanobis norm."""
-        if self.variances is not None:
-            return vectors / self.variances.sqrt()
-        return torch.linalg.solve_triangular(self.factor, vectors.mT, upper=False).mT
-
-    def mahalanobis(self, delta: torch.Tensor) -> float:
-        """``sqrt(δᵀΣ⁻¹δ)`` for one vector ``δ``."""
-        return float(self.whiten(delta.unsqueeze(0)).norm())
-
-
 def _as_center(point: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(point).detach().to(device="cpu", dtype=torch.float64).reshape(-1)
 
 
 def _generalised_spectrum(
-    shape_a: CovarianceShape, shape_b: CovarianceShape, offset: torch.Tensor
+    shape_a: Covariance, shape_b: Covariance, offset: torch.Tensor
 ) -> tuple[np.ndarray, np.ndarray]:
     """Eigenvalues ``μ`` of ``L⁻¹Σ_aL⁻ᵀ`` (``Σ_b = LLᵀ``) and the squared coordinates ``w²`` of ``L⁻¹v``."""
     if shape_a.is_diagonal and shape_b.is_diagonal:
@@ -209,9 +149,7 @@ def ellipsoid_separation(
     if radius_a == 0 or radius_b == 0:
         return math.inf
     dim = a.numel()
-    mu, w2 = _generalised_spectrum(
-        CovarianceShape.from_tensor(shape_a, dim), CovarianceShape.from_tensor(shape_b, dim), b - a
-    )
+    mu, w2 = _generalised_spectrum(Covariance.coerce(shape_a, dim), Covariance.coerce(shape_b, dim), b - a)
     return _max_separation(mu * (radius_a / radius_b) ** 2, w2 / radius_b**2)
 
 
@@ -229,10 +167,10 @@ def ellipsoids_intersect(
 
 def _largest_disjoint_radius(
     center: torch.Tensor,
-    shape: CovarianceShape,
+    shape: Covariance,
     radius: float,
     other_center: torch.Tensor,
-    other_shape: CovarianceShape,
+    other_shape: Covariance,
     other_radius: float,
     margin: float,
 ) -> float:
@@ -271,10 +209,10 @@ def largest_disjoint_radius(
     dim = c.numel()
     return _largest_disjoint_radius(
         c,
-        CovarianceShape.from_tensor(shape, dim),
+        Covariance.coerce(shape, dim),
         float(radius),
         o,
-        CovarianceShape.from_tensor(other_shape, dim),
+        Covariance.coerce(other_shape, dim),
         float(other_radius),
         _MARGIN,
     )
@@ -286,7 +224,7 @@ class MemoryEntry:
 
     center: torch.Tensor
     prediction: int
-    shape: CovarianceShape
+    shape: Covariance
     radius: float
     p_lower: float | None = None
 
@@ -382,7 +320,7 @@ class CertificationMemory:
         largest ``r <= radius`` whose region misses every stored region of another class.
         """
         center, distances = self._center_and_distances(x)
-        compact = CovarianceShape.from_tensor(shape, center.numel())
+        compact = Covariance.coerce(shape, center.numel())
         largest = float(compact.eigenvalues()[-1])
         return self._admissible(center, int(prediction), compact, largest, float(radius), distances)
 
@@ -390,7 +328,7 @@ class CertificationMemory:
         self,
         center: torch.Tensor,
         prediction: int,
-        shape: CovarianceShape,
+        shape: Covariance,
         largest_eigenvalue: float,
         radius: float,
         distances: torch.Tensor,
@@ -433,7 +371,7 @@ class CertificationMemory:
             Kept with the entry and reported by look-ups.
         """
         center, distances = self._center_and_distances(x)
-        compact = CovarianceShape.from_tensor(shape, center.numel())
+        compact = Covariance.coerce(shape, center.numel())
         largest = float(compact.eigenvalues()[-1])
         radius = self._admissible(center, int(prediction), compact, largest, float(radius), distances)
         if radius > 0:

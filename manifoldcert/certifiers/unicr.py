@@ -3,7 +3,8 @@
 The radius is the smallest ``‖δ‖_p`` on the robustness boundary of Theorem 1 (:mod:`.unicr_boundary`): the
 scalar phase scales a direction onto the boundary by bisection (Eq. 4), the direction phase minimises the
 resulting ``‖λu‖_p`` over the unit sphere — from the symmetric positions (k-sparse diagonals: axes … the main
-diagonal), refined by pymanopt's particle swarm where the dimension allows (:mod:`manifoldcert.geometry.sphere`).
+diagonal), refined by pymanopt's particle swarm where the dimension allows
+(:class:`manifoldcert.optimize.ParticleSwarm` on :class:`manifoldcert.geometry.Sphere`).
 
 For an additive noise the boundary does not depend on the input, so with ``p_B = 1 − p_A`` the radius is a
 function of ``p_A`` alone: :class:`RadiusTable` computes it once on a grid of ``p_A`` (uniform in ``Φ⁻¹(p_A)``),
@@ -37,9 +38,10 @@ from manifoldcert.certifiers.unicr_boundary import (
     lp_norm,
     scale_to_boundary,
 )
-from manifoldcert.geometry.sphere import search_sphere, sparse_diagonals
+from manifoldcert.geometry.sphere import Sphere, sparse_diagonals
 from manifoldcert.noises import AbstractNoise
 from manifoldcert.noises import get as get_noise
+from manifoldcert.optimize import FunctionObjective, ParticleSwarm, Problem
 
 #: Bumped whenever the table computation changes, so older cache files are never reused.
 TABLE_VERSION = 1
@@ -275,14 +277,15 @@ class UniCR(SmoothingCertifier):
         candidates = sparse_diagonals(dim) if dim > 1 else [np.ones(1)]
         if dim > 1 and self._use_swarm(dim):
             head = self.pilot(dim)
-            result = search_sphere(
-                lambda direction: self._radius_along(head, direction, p_a, p_b),
-                dim,
-                candidates,
-                max_iterations=self.pso_iterations,
-                seed=self.seed,
+            problem = Problem(
+                Sphere(dim),
+                FunctionObjective(lambda direction: self._radius_along(head, direction.numpy(), p_a, p_b)),
+                maximize=False,
             )
-            candidates = [*candidates, result.point]
+            result = ParticleSwarm(max_iterations=self.pso_iterations, seed=self.seed).run(
+                problem, candidates
+            )
+            candidates = [*candidates, result.point.numpy()]
         return candidates
 
     def _radius_along(self, ratios: ShiftedLogRatios, direction: np.ndarray, p_a: float, p_b: float) -> float:

@@ -1,35 +1,93 @@
-"""Derivative-free search over the unit sphere S^{d−1} (UniCR's direction phase) through pymanopt.
+"""The unit sphere S^{d−1}: the search space of UniCR's direction phase.
 
-pymanopt's particle swarm works in float64 numpy on the CPU, evaluates particles one at a time and draws from
-numpy's global random state. :func:`search_sphere` seeds that state for the run and restores it afterwards, so a
-search is reproducible and leaves the caller's numpy randomness untouched; keep each cost evaluation cheap.
+Torch-native geometry (the round metric inherited from R^d): ``Exp_x(v) = cos(‖v‖) x + sin(‖v‖) v/‖v‖``, the
+Riemannian gradient ``g − <g, x> x``, the projection ``x/‖x‖`` and the vector transport by projection onto the
+new tangent space. :meth:`Sphere.to_pymanopt` gives pymanopt's ``Sphere(d)`` for the derivative-free particle
+swarm of :class:`manifoldcert.optimize.ParticleSwarm`.
 
 References
 ----------
-Hong, Wang and Hong (2022), UniCR, ECCV — Sec. 3.1 (direction optimisation by particle swarm, symmetric initial
-positions). Borckmans and Absil (2010), Oriented bounding box computation using particle swarm optimization
-(PSO on manifolds, as implemented by pymanopt).
+Absil, Mahony and Sepulchre (2008), Optimization Algorithms on Matrix Manifolds, Sec. 3.6 and Example 5.4.1.
+Hong, Wang and Hong (2022), UniCR, ECCV — Sec. 3.1 (direction optimisation, symmetric initial positions).
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from typing import Any, final
 
 import numpy as np
+import torch
+
+from manifoldcert.geometry.base import Manifold
+
+__all__ = ["Sphere", "sparse_diagonals"]
 
 
-@dataclass(frozen=True)
-class SphereSearchResult:
-    """The best point found, its cost, the number of cost evaluations and why the search stopped."""
+@final
+class Sphere(Manifold):
+    """The unit sphere ``{x ∈ R^dim : ‖x‖ = 1}``, points of shape ``[..., dim]``."""
 
-    point: np.ndarray
-    cost: float
-    cost_evaluations: int
-    stopping_reason: str
+    def __init__(self, dim: int) -> None:
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 2:
+            raise ValueError(f"the sphere needs dim >= 2, got {dim!r}")
+        self.dim = dim
+
+    @property
+    def point_shape(self) -> tuple[int, ...]:  # type: ignore[override]
+        return (self.dim,)
+
+    def __repr__(self) -> str:
+        return f"Sphere({self.dim})"
+
+    def check_point(self, point: torch.Tensor, name: str = "point") -> torch.Tensor:
+        if not isinstance(point, torch.Tensor) or not point.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor")
+        if point.shape[-1:] != (self.dim,):
+            raise ValueError(f"{name} must have shape [..., {self.dim}], got {tuple(point.shape)}")
+        error = float((point.norm(dim=-1) - 1).abs().max())
+        if not error <= math.sqrt(torch.finfo(point.dtype).eps):
+            raise ValueError(f"{name} is not on the unit sphere: | ‖x‖ − 1 | = {error:.3g}")
+        return point
+
+    def inner_product(
+        self, tangent_vec_a: torch.Tensor, tangent_vec_b: torch.Tensor, base_point: torch.Tensor
+    ) -> torch.Tensor:
+        return (tangent_vec_a * tangent_vec_b).sum(-1)
+
+    def component_inner(
+        self, tangent_vec_a: torch.Tensor, tangent_vec_b: torch.Tensor, base_point: torch.Tensor
+    ) -> torch.Tensor:
+        return self._point_broadcast(self.inner_product(tangent_vec_a, tangent_vec_b, base_point))
+
+    def riemannian_gradient(self, euclidean_grad: torch.Tensor, base_point: torch.Tensor) -> torch.Tensor:
+        return self._to_tangent(euclidean_grad, base_point)
+
+    def exp(self, tangent_vec: torch.Tensor, base_point: torch.Tensor) -> torch.Tensor:
+        length = tangent_vec.norm(dim=-1, keepdim=True)
+        direction = tangent_vec / torch.where(length > 0, length, torch.ones_like(length))
+        return torch.cos(length) * base_point + torch.sin(length) * direction
+
+    def project(self, point: torch.Tensor) -> torch.Tensor:
+        return point / point.norm(dim=-1, keepdim=True)
+
+    def transport(
+        self, tangent_vec: torch.Tensor, base_point: torch.Tensor, point: torch.Tensor
+    ) -> torch.Tensor:
+        return self._to_tangent(tangent_vec, point)
+
+    def radial_norm(self, base_point: torch.Tensor) -> torch.Tensor:
+        return torch.ones(base_point.shape[:-1], dtype=base_point.dtype, device=base_point.device)
+
+    def to_pymanopt(self) -> Any:
+        """pymanopt's ``Sphere(dim)`` (float64 numpy on the CPU)."""
+        from pymanopt.manifolds import Sphere as PymanoptSphere
+
+        return PymanoptSphere(self.dim)
+
+    @staticmethod
+    def _to_tangent(vector: torch.Tensor, point: torch.Tensor) -> torch.Tensor:
+        return vector - (vector * point).sum(-1, keepdim=True) * point
 
 
 def sparse_diagonals(dim: int, *, max_count: int | None = None) -> list[np.ndarray]:
@@ -49,58 +107,3 @@ def sparse_diagonals(dim: int, *, max_count: int | None = None) -> list[np.ndarr
         direction[:size] = 1.0 / math.sqrt(size)
         directions.append(direction)
     return directions
-
-
-def search_sphere(
-    cost: Callable[[np.ndarray], float],
-    dim: int,
-    initial_points: Sequence[np.ndarray],
-    *,
-    max_iterations: int = 20,
-    extra_random_points: int = 4,
-    seed: int = 0,
-) -> SphereSearchResult:
-    """Minimise ``cost`` over the unit sphere in R^dim with pymanopt's particle swarm.
-
-    Parameters
-    ----------
-    cost : callable
-        Maps a unit vector (float64 numpy array of shape ``(dim,)``) to a float.
-    initial_points : sequence of arrays
-        Starting particles (normalised here); ``extra_random_points`` uniform ones are added.
-    max_iterations : int
-        Swarm iterations (each evaluates every particle once).
-    seed : int
-        Seed of numpy's global random state during the search (restored afterwards).
-    """
-    if dim < 2:
-        raise ValueError(f"the sphere search needs dim >= 2, got {dim}")
-    import pymanopt
-    from pymanopt.manifolds import Sphere
-    from pymanopt.optimizers import ParticleSwarm
-
-    manifold = Sphere(dim)
-    evaluations = {"count": 0}
-
-    @pymanopt.function.numpy(manifold)
-    def objective(point: np.ndarray) -> float:
-        evaluations["count"] += 1
-        return float(cost(np.asarray(point, dtype=np.float64)))
-
-    state = np.random.get_state()
-    try:
-        np.random.seed(seed)
-        population = [np.asarray(p, dtype=np.float64) / np.linalg.norm(p) for p in initial_points]
-        population += [manifold.random_point() for _ in range(extra_random_points)]
-        optimizer = ParticleSwarm(max_iterations=max_iterations, population_size=len(population), verbosity=0)
-        with contextlib.redirect_stdout(io.StringIO()):  # pymanopt prints instead of warning
-            result = optimizer.run(pymanopt.Problem(manifold, objective), initial_point=population)
-    finally:
-        np.random.set_state(state)
-    point = np.asarray(result.point, dtype=np.float64)
-    return SphereSearchResult(
-        point / np.linalg.norm(point),
-        float(result.cost),
-        evaluations["count"],
-        str(result.stopping_criterion),
-    )
