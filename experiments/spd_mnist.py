@@ -310,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rddrs-iterations", type=int, default=20)
     parser.add_argument("--rddrs-opt-samples", type=int, default=1000)
     parser.add_argument(
-        "--rddrs-lr", type=float, default=0.3, help="relative step length in the metric's norm"
+        "--rddrs-lr", type=float, default=0.1, help="relative step length in the metric's norm"
     )
     parser.add_argument("--choice-samples", type=int, default=1000)
     parser.add_argument(
