@@ -17,10 +17,8 @@ from torch import nn
 
 from manifoldcert.certificate import Ellipsoid
 from manifoldcert.certifiers.cohen import Cohen
-from manifoldcert.certifiers.data_dependent import (
-    ANCER,
-    DDRS,
-    RDDRS,
+from manifoldcert.certifiers.data_dependent import ANCER, DDRS, RDDRS
+from manifoldcert.certifiers.smoothing_objectives import (
     DiagonalObjective,
     FullCovarianceObjective,
     IsotropicObjective,
@@ -32,7 +30,8 @@ from manifoldcert.certifiers.memory import (
     largest_disjoint_radius,
 )
 from manifoldcert.estimator import MonteCarloEstimator
-from manifoldcert.geometry.spd import METRICS, CovarianceTooLargeError
+from manifoldcert.geometry import METRICS, Covariance
+from manifoldcert.resources import CovarianceTooLargeError
 from manifoldcert.noises import DiagonalGaussian, FullCovarianceGaussian, Gaussian
 from tests.conftest import LinearBinaryClassifier
 
@@ -93,19 +92,19 @@ def test_probability_gradients_match_finite_differences():
     n, h, top = 300, 1e-5, 0
     kwargs = {"n_samples": n, "batch_size": 64}
 
-    # σ through u = log σ.
-    u = torch.tensor(math.log(0.4), dtype=torch.float64)
-    objective = IsotropicObjective(estimator, x, top, generator=_generator(), **kwargs)
-    p, grad = objective.probability_and_gradient(u)
+    # σ itself (the point on the positive reals).
+    sigma = torch.tensor(0.4, dtype=torch.float64)
+    objective = IsotropicObjective(estimator, x, top, **kwargs)
+    p, grad = objective.probability_and_gradient(sigma, seed=7)
     assert p == pytest.approx(_soft_probability(estimator, x, Gaussian(0.4), top, n), abs=1e-12)
-    plus, minus = (_soft_probability(estimator, x, Gaussian(math.exp(float(u) + s)), top, n) for s in (h, -h))
+    plus, minus = (_soft_probability(estimator, x, Gaussian(0.4 + s), top, n) for s in (h, -h))
     assert float(grad) == pytest.approx((plus - minus) / (2 * h), rel=1e-5, abs=1e-9)
 
     # θ of a diagonal Gaussian, along a random direction.
     theta = torch.tensor([0.3, 0.5, 0.2, 0.4], dtype=torch.float64)
     direction = torch.randn(4, generator=_generator(1), dtype=torch.float64)
-    objective = DiagonalObjective(estimator, x, top, kappa=2.0, generator=_generator(), **kwargs)
-    _, grad = objective.probability_and_gradient(theta)
+    objective = DiagonalObjective(estimator, x, top, kappa=2.0, **kwargs)
+    _, grad = objective.probability_and_gradient(theta, seed=7)
     plus, minus = (
         _soft_probability(estimator, x, DiagonalGaussian(theta + s * direction), top, n) for s in (h, -h)
     )
@@ -116,8 +115,8 @@ def test_probability_gradients_match_finite_differences():
     sym_direction = (noise_matrix + noise_matrix.mT) / 2
     generic = 0.1 * torch.eye(4, dtype=torch.float64) + 0.02 * noise_matrix @ noise_matrix.mT
     for covariance in (0.16 * torch.eye(4, dtype=torch.float64), generic):
-        objective = FullCovarianceObjective(estimator, x, top, kappa=1e-6, generator=_generator(), **kwargs)
-        _, grad = objective.probability_and_gradient(covariance)
+        objective = FullCovarianceObjective(estimator, x, top, kappa=1e-6, **kwargs)
+        _, grad = objective.probability_and_gradient(covariance, seed=7)
         assert torch.isfinite(grad).all() and torch.allclose(grad, grad.mT)
         plus, minus = (
             _soft_probability(estimator, x, FullCovarianceGaussian(covariance + s * sym_direction), top, n)
@@ -142,13 +141,20 @@ def test_probability_gradients_match_finite_differences():
 
 
 def test_objective_gradients_match_finite_differences():
-    """∂J for DDRS (in log σ) and RDDRS (in Σ, generic point) against finite differences of J itself."""
+    """∂J for DDRS (in σ), ANCER (in θ) and RDDRS (in Σ, generic point) against finite differences of J itself,
+    all on one seed: the value and the gradient of one seed see the same samples (common random numbers)."""
     model = _mlp()
     estimator = MonteCarloEstimator(model)
     x = torch.tensor([0.3, -0.2, 0.5, 0.1], dtype=torch.float64)
     h = 1e-5
     cases = [
-        (IsotropicObjective, {}, torch.tensor(math.log(0.4), dtype=torch.float64), torch.tensor(1.0)),
+        (IsotropicObjective, {}, torch.tensor(0.4, dtype=torch.float64), torch.tensor(1.0)),
+        (
+            DiagonalObjective,
+            {"kappa": 0.5},
+            torch.tensor([0.3, 0.5, 0.2, 0.4]),
+            torch.tensor([1.0, -0.5, 0.3, 2.0]),
+        ),
         (
             FullCovarianceObjective,
             {"kappa": 0.5},
@@ -156,15 +162,14 @@ def test_objective_gradients_match_finite_differences():
             torch.eye(4, dtype=torch.float64) + 0.3,
         ),
     ]
-    for cls, options, params, direction in cases:
-
-        def objective(cls=cls, options=options):
-            return cls(estimator, x, 0, n_samples=300, generator=_generator(), **options)
-
-        value, grad = objective().value_and_gradient(params)
-        assert objective().value_only(params) == pytest.approx(value, rel=1e-12)
-        plus = objective().value_only(params + h * direction.to(params.dtype))
-        minus = objective().value_only(params - h * direction.to(params.dtype))
+    for cls, options, point, direction in cases:
+        point, direction = point.double(), direction.double()
+        objective = cls(estimator, x, 0, n_samples=300, **options)
+        value, grad = objective.value_and_gradient(point, seed=3)
+        assert objective.value(point, seed=3) == pytest.approx(value, rel=1e-12)
+        assert objective.value(point, seed=4) != pytest.approx(value, rel=1e-9)  # another seed, other samples
+        plus = objective.value(point + h * direction, seed=3)
+        minus = objective.value(point - h * direction, seed=3)
         assert float((grad * direction).sum()) == pytest.approx((plus - minus) / (2 * h), rel=1e-5)
 
 
@@ -202,15 +207,17 @@ def test_every_certified_ellipsoid_stays_on_the_right_side_of_the_hyperplane():
 def test_ancer_keeps_theta_above_the_ddrs_sigma():
     model, x = _linear(5, 0.7)
     ancer = ANCER(model, sigma=0.1, iterations=40)
-    result = ancer.optimise(x, 1, generator=_generator(5))
+    chain = ancer.optimise(x, 1, generator=_generator(5))
     ddrs = DDRS(model, sigma=0.1, iterations=40).optimise(x, 1, generator=_generator(5))
     # ANCER runs DDRS first on the same generator, so σ* is DDRS's σ.
-    assert result.sigma_floor == pytest.approx(math.sqrt(float(ddrs.shape[0])), rel=1e-12)
-    theta = result.shape.sqrt()
-    assert bool((theta >= result.sigma_floor * (1 - 1e-12)).all())
-    assert float(theta.max()) > 1.5 * result.sigma_floor  # it does move along the boundary
+    assert [stage.name for stage in chain.stages] == ["ddrs", "ancer"]
+    floor = chain.final.floor
+    assert floor == pytest.approx(math.sqrt(float(ddrs.covariance.variances[0])), rel=1e-12)
+    theta = chain.covariance.scales()
+    assert bool((theta >= floor * (1 - 1e-12)).all())
+    assert float(theta.max()) > 1.5 * floor  # it does move along the boundary
     fixed = ANCER(model, sigma=0.3, start="sigma", iterations=20).optimise(x, 1, generator=_generator())
-    assert fixed.sigma_floor == 0.3 and bool((fixed.shape.sqrt() >= 0.3 * (1 - 1e-12)).all())
+    assert fixed.final.floor == 0.3 and bool((fixed.covariance.scales() >= 0.3 * (1 - 1e-12)).all())
 
 
 # -- RDDRS -------------------------------------------------------------------------------------------------------
@@ -219,7 +226,8 @@ def test_rddrs_enlarges_the_proxy_radius_on_a_rotated_anisotropic_problem():
     start = RDDRS(model, sigma=0.1, iterations=0).certify(x, n=10_000)
     ancer = ANCER(model, sigma=0.1).certify(x, n=10_000)
     cert = RDDRS(model, sigma=0.1, learning_rate=0.5).certify(x, n=10_000)
-    assert cert.prediction == 1 and cert.params["stop_reason"] == "max iterations"
+    assert cert.prediction == 1 and cert.params["stop_reason"] in ("max iterations", "step too small")
+    assert cert.params["chain"] == "ddrs>ancer>rddrs" and cert.params["chosen_step"] > 0
     assert cert.params["proxy_radius"] > 1.3 * max(start.params["proxy_radius"], ancer.params["proxy_radius"])
     # The long axis turns to the ellipse's long axis (1, −1)/√2, which a diagonal covariance cannot follow.
     eigenvalues, vectors = torch.linalg.eigh(cert.region.shape_matrix)
@@ -232,20 +240,20 @@ def test_rddrs_metric_by_name_changes_the_path():
     # At σ²I the affine-invariant and log-Euclidean steps coincide; from an anisotropic start they differ.
     start = torch.tensor([[0.02, 0.004], [0.004, 0.01]], dtype=torch.float64)
     results = {
-        metric: RDDRS(
-            model, metric=metric, initial_covariance=start, iterations=15, learning_rate=0.5
-        ).optimise(x, 1, generator=_generator())
+        metric: RDDRS(model, metric=metric, initial_covariance=start, iterations=15, learning_rate=0.2)
+        .optimise(x, 1, generator=_generator())
+        .final
         for metric in ("affine-invariant", "log-euclidean")
     }
     affine, log_euclidean = results["affine-invariant"], results["log-euclidean"]
     floor = float(torch.linalg.eigvalsh(start)[0])
     for result in results.values():
-        assert result.iterations == 15 and result.objective > result.start_objective
+        assert result.run.iterations == 15 and result.run.trajectory[-1] > result.run.start_value
         # The model (no parameters) runs in float32, so the sampled factor is rounded to it.
-        assert float(torch.linalg.eigvalsh(result.covariance).min()) >= floor * (1 - 1e-6)
-    assert affine.objective_history[0] == log_euclidean.objective_history[0]  # same start, same samples
-    assert affine.objective_history[1:] != log_euclidean.objective_history[1:]
-    assert not torch.allclose(affine.covariance, log_euclidean.covariance, rtol=1e-2)
+        assert float(result.covariance.eigenvalues().min()) >= floor * (1 - 1e-6)
+    assert affine.run.trajectory[0] == log_euclidean.run.trajectory[0]  # same start, same samples
+    assert affine.run.trajectory[1:] != log_euclidean.run.trajectory[1:]
+    assert not torch.allclose(affine.covariance.dense(), log_euclidean.covariance.dense(), rtol=1e-2)
     assert RDDRS(None, metric="log-euclidean").metric == "log-euclidean"
 
 
@@ -284,15 +292,17 @@ def test_rddrs_checks_that_the_covariance_fits_in_memory():
 def test_non_finite_gradients_stop_cleanly_with_a_warning():
     base, x = _linear(3, 0.6)
     model = NaNAfter(base, calls=4)  # the first three ascent steps are fine
-    with pytest.warns(RuntimeWarning, match="non-finite gradient after 3 of 50 steps"):
+    with pytest.warns(RuntimeWarning, match="rddrs: non-finite objective after 2 valid steps of 50"):
         cert = RDDRS(model, sigma=0.1, start="sigma", iterations=50, learning_rate=0.3).certify(x, n=2000)
-    assert cert.params["stop_reason"] == "non-finite gradient" and cert.params["iterations"] == 3
+    # The 4th estimate is NaN, so the 3rd step's point is dropped: 2 valid steps.
+    assert cert.params["stop_reason"] == "non-finite objective" and cert.params["iterations"] == 2
     assert (
         cert.prediction == 1 and math.isfinite(cert.radius["l2"]) and math.isfinite(cert.params["objective"])
     )
-    with pytest.warns(RuntimeWarning, match="ddrs: non-finite gradient after 0"):
+    with pytest.warns(RuntimeWarning, match="ddrs: non-finite objective after 0 valid steps"):
         cert = DDRS(NaNAfter(base, calls=1), sigma=0.1).certify(x, n=2000)
-    assert cert.params["sigma"] == pytest.approx(0.1) and math.isnan(cert.params["objective"])
+    # Only the start is valid: it is certified, and its objective is estimated without gradients (finite here).
+    assert cert.params["sigma"] == pytest.approx(0.1) and cert.params["chosen_step"] == 0
 
 
 # -- certificates ------------------------------------------------------------------------------------------------
@@ -300,7 +310,7 @@ def test_certificate_fields_follow_the_ellipsoid_convention():
     model, x = _linear(4, 0.6)
     certifier = RDDRS(model, sigma=0.1, start="ddrs", iterations=10, learning_rate=0.3)
     assert certifier.native_norm == "l2"
-    assert certifier.extra_columns == ("proxy_radius", "sigma_min", "sigma_max", "memory")
+    assert certifier.extra_columns == ("proxy_radius", "sigma_min", "sigma_max", "chosen_step", "memory")
     cert = certifier.certify(x, n=5000, alpha=0.01)
     assert cert.method == "rddrs" and not cert.guaranteed and not cert.exact and cert.n == 5000
     r, sigma = cert.region.radius, cert.region.shape_matrix.numpy()
@@ -499,3 +509,62 @@ def test_memory_flag_and_errors():
         memory.lookup(torch.zeros(3))
     with pytest.raises(ValueError, match="positive definite"):
         memory.add(x, 1, torch.tensor([[1.0, 2.0], [2.0, 1.0]]), 1.0)
+
+
+# -- the geometry behind RDDRS: metrics by object, geomstats' exponential map, the choice on fresh votes ------------
+def test_a_geomstats_metric_passed_as_metric_is_the_one_whose_exp_the_ascent_calls():
+    from manifoldcert.geometry._geomstats import import_geomstats_spd
+
+    spd_matrices = import_geomstats_spd()
+    space = spd_matrices.SPDMatrices(2, equip=False)
+    space.equip_with_metric(spd_matrices.SPDLogEuclideanMetric)
+    metric = space.metric
+    calls = []
+    original = metric.exp
+
+    def counting_exp(tangent_vec, base_point):
+        calls.append(tuple(base_point.shape))
+        return original(tangent_vec, base_point)
+
+    metric.exp = counting_exp
+    model, x = RotatedEllipse().double(), torch.zeros(2, dtype=torch.float64)
+    certifier = RDDRS(model, sigma=0.1, metric=metric, start="sigma", iterations=6, opt_samples=200)
+    cert = certifier.certify(x, n=2000)
+    chain_run = certifier.optimise(x, 1, generator=_generator()).final.run
+    # One geomstats exp per trial step: at least one per step of each ascent.
+    assert len(calls) >= cert.params["iterations"] + chain_run.iterations > 0
+    assert all(shape == (2, 2) for shape in calls)
+    assert cert.params["metric"] == "geomstats:SPDLogEuclideanMetric"
+    assert torch.get_default_dtype() == torch.float32
+
+
+def test_rddrs_refuses_a_metric_it_cannot_use_and_a_start_below_the_floor():
+    with pytest.raises(TypeError, match="SPDMetric instance or subclass, or a geomstats"):
+        RDDRS(None, metric=object())
+    with pytest.raises(ValueError, match="unknown SPD metric 'power'"):
+        RDDRS(None, metric="power")
+    from manifoldcert.geometry._geomstats import import_geomstats_spd
+
+    space = import_geomstats_spd().SPDMatrices(3, equip=False)
+    space.equip_with_metric(import_geomstats_spd().SPDAffineMetric)
+    with pytest.raises(ValueError, match=r"SPD\(3\) but the matrices are 2×2"):
+        RDDRS(None, metric=space.metric, input_shape=(2,))
+    model, x = _linear(2, 0.5)
+    below = Covariance.full(0.01 * torch.eye(2, dtype=torch.float64))
+    with pytest.raises(ValueError, match="floor"):
+        RDDRS(model, start="sigma").run_stage(x, 1, below, floor=0.2)
+
+
+def test_the_choice_on_fresh_votes_never_hands_back_a_ruined_last_iterate():
+    """Large fixed steps in the metric's own units ruin the last iterate (it abstains); choosing among the kept
+    iterates on independent votes returns a good one, at least as good as the start, and still sound."""
+    model, x = _linear(4, 0.6)
+    options = {"sigma": 0.1, "start": "ddrs", "step_rule": "fixed", "learning_rate": 30.0, "iterations": 4}
+    chosen = RDDRS(model, **options).certify(x, n=5000)
+    last = RDDRS(model, **options, choice_samples=0).certify(x, n=5000)
+    start = RDDRS(model, **{**options, "iterations": 0}).certify(x, n=5000)
+    assert last.params["chosen_step"] == last.params["iterations"] == 4 and last.abstained
+    assert 0 < chosen.params["chosen_step"] < 4 and chosen.prediction == 1
+    assert chosen.params["proxy_radius"] > 0.9 * start.params["proxy_radius"]
+    w = model.weight
+    assert chosen.region.radius * math.sqrt(float(w @ chosen.region.shape_matrix @ w)) < float(w @ x)

@@ -18,18 +18,16 @@ import torch
 
 from manifoldcert.geometry import (
     METRICS,
-    CovarianceTooLargeError,
-    SPDManifold,
-    check_full_covariance_fits,
+    SPDMatrices,
     check_spd,
     differential_expm,
     differential_logm,
     differential_sqrtm,
     expm,
-    full_covariance_bytes,
     logm,
     sqrtm,
 )
+from manifoldcert.resources import CovarianceTooLargeError, check_full_covariance_fits, full_covariance_bytes
 
 DTYPES = (torch.float32, torch.float64)
 TOLERANCE = {torch.float32: 2e-4, torch.float64: 1e-9}
@@ -76,7 +74,7 @@ def assert_close(actual, expected, tol):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("metric", METRICS)
 def test_log_and_exp_are_inverse(metric, dtype):
-    spd = SPDManifold(metric)
+    spd = SPDMatrices(4, metric)
     base_point = random_spd(4, (2,), seed=1, dtype=dtype)
     point = random_spd(4, (2,), seed=2, dtype=dtype)
     # Spectral norm 0.3 < λ_min(P) = 0.5 keeps the BW geodesic inside its injectivity domain.
@@ -89,7 +87,7 @@ def test_log_and_exp_are_inverse(metric, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("metric", METRICS)
 def test_exp_stays_on_the_manifold(metric, dtype):
-    spd = SPDManifold(metric)
+    spd = SPDMatrices(4, metric)
     base_point = random_spd(5, (3,), seed=4, dtype=dtype)
     norm = 0.4 if metric == "bures-wasserstein" else 3.0  # BW: Exp_P(V) = (I + L_P[V]) P (I + L_P[V])
     result = spd.exp(random_symmetric(5, (3,), seed=5, norm=norm, dtype=dtype), base_point)
@@ -100,7 +98,7 @@ def test_exp_stays_on_the_manifold(metric, dtype):
 
 @pytest.mark.parametrize("metric", METRICS)
 def test_batched_equals_looped(metric):
-    spd = SPDManifold(metric)
+    spd = SPDMatrices(4, metric)
     base_point = random_spd(3, (2, 3), seed=6)
     point = random_spd(3, (2, 3), seed=7)
     tangent_vec = random_symmetric(3, (2, 3), seed=8, norm=0.3)
@@ -127,8 +125,8 @@ def test_batched_equals_looped(metric):
 
 @pytest.mark.parametrize("metric", METRICS)
 def test_agrees_with_geomstats(metric):
-    spd = SPDManifold(metric)
-    reference = spd.to_geomstats(4).metric
+    spd = SPDMatrices(4, metric)
+    reference = spd.to_geomstats().metric
     base_point = random_spd(4, (3,), seed=10)
     point = random_spd(4, (3,), seed=11)
     tangent_a = random_symmetric(4, (3,), seed=12, norm=0.3)
@@ -146,7 +144,7 @@ def test_agrees_with_geomstats(metric):
 
 @pytest.mark.parametrize("metric", METRICS)
 def test_closed_forms_for_diagonal_matrices(metric):
-    spd = SPDManifold(metric)
+    spd = SPDMatrices(4, metric)
     a = torch.tensor([0.3, 1.0, 2.5], dtype=F64)
     b = torch.tensor([1.7, 0.4, 2.5], dtype=F64)
     v = torch.tensor([0.2, -0.5, 1.0], dtype=F64)
@@ -166,7 +164,7 @@ def test_closed_forms_for_diagonal_matrices(metric):
 @pytest.mark.parametrize("metric", METRICS)
 def test_riemannian_gradient_represents_the_euclidean_gradient(metric, dtype):
     # <G_R, V>_P = <G, V>_F for every symmetric V, with G not symmetric (only its symmetric part counts).
-    spd = SPDManifold(metric)
+    spd = SPDMatrices(4, metric)
     base_point = random_spd(4, (3,), seed=14, dtype=dtype)
     euclidean_grad = torch.randn(3, 4, 4, generator=torch.Generator().manual_seed(15), dtype=F64).to(dtype)
     gradient = spd.riemannian_gradient(euclidean_grad, base_point)
@@ -178,31 +176,49 @@ def test_riemannian_gradient_represents_the_euclidean_gradient(metric, dtype):
 
 
 @pytest.mark.parametrize("metric", METRICS)
-def test_retract_step_is_first_order_steepest_ascent(metric):
+def test_gradient_step_is_first_order_steepest_ascent(metric):
     # For f(P) = −‖P − T‖²_F: f(Exp_P(γ G_R)) − f(P) = γ ‖G_R‖²_P + O(γ²), and the step increases f.
-    spd = SPDManifold(metric)
+    spd = SPDMatrices(3, metric)
     base_point = random_spd(3, seed=18)
     target = random_spd(3, seed=19)
 
     def objective(p):
         return -(p - target).square().sum()
 
-    euclidean_grad = -2 * (base_point - target)
-    gradient = spd.riemannian_gradient(euclidean_grad, base_point)
+    gradient = spd.riemannian_gradient(-2 * (base_point - target), base_point)
     step = 1e-5
-    moved = spd.retract_step(base_point, euclidean_grad, step)
-    assert_close(moved, spd.exp(step * gradient, base_point), 1e-14)
+    moved = spd.step(step * gradient, base_point)
+    assert_close(moved, spd.exp(step * gradient, base_point), 1e-14)  # no floor: step = exp
     slope = (objective(moved) - objective(base_point)) / step
     assert_close(slope, spd.inner_product(gradient, gradient, base_point), 1e-4)
-    assert objective(spd.retract_step(base_point, euclidean_grad, 0.05)) > objective(base_point)
-    steps = torch.tensor([0.0, 1e-3], dtype=F64)
-    per_matrix = spd.retract_step(base_point.expand(2, 3, 3), euclidean_grad.expand(2, 3, 3), steps)
-    assert_close(per_matrix[0], base_point, 1e-14)
+    assert objective(spd.step(0.05 * gradient, base_point)) > objective(base_point)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_projection_clips_eigenvalues_at_the_floor(metric):
+    floor = 0.8
+    spd = SPDMatrices(4, metric, min_eigenvalue=floor)
+    point = random_spd(4, (2,), seed=40, low=0.3, high=2.0)
+    projected = spd.project(point)
+    eigenvalues = torch.linalg.eigvalsh(point)
+    assert_close(torch.linalg.eigvalsh(projected), eigenvalues.clamp_min(floor), 1e-12)
+    # The Frobenius-nearest point of {λ_min ≥ floor}: no random point of the set is closer.
+    for seed in range(20):
+        other = spd.project(random_spd(4, (2,), seed=100 + seed, low=0.1, high=3.0))
+        assert bool(
+            ((other - point).norm(dim=(-2, -1)) >= (projected - point).norm(dim=(-2, -1)) - 1e-12).all()
+        )
+    above = random_spd(4, seed=41, low=1.0, high=2.0)
+    assert torch.equal(spd.project(above), sym(above))  # nothing to clip: unchanged
+    spd.check_point(projected[0])
+    with pytest.raises(ValueError, match="floor"):
+        spd.check_point(torch.diag(torch.tensor([0.5, 1.0, 1.5, 2.0], dtype=F64)))
+    assert (spd.radial_norm(torch.eye(4, dtype=F64) * 2) > 0).all()
 
 
 @pytest.mark.parametrize("metric", METRICS)
 def test_distance_is_symmetric_zero_on_the_diagonal_and_the_norm_of_log(metric):
-    spd = SPDManifold(metric)
+    spd = SPDMatrices(4, metric)
     p = random_spd(4, (2,), seed=20)
     q = random_spd(4, (2,), seed=21)
     assert_close(spd.distance(p, q), spd.distance(q, p), 1e-10)
@@ -226,7 +242,7 @@ def _gradcheck(func, *inputs):
 @pytest.mark.parametrize("base", sorted(REPEATED))
 @pytest.mark.parametrize("metric", METRICS)
 def test_autograd_is_finite_and_correct_at_repeated_eigenvalues(metric, base):
-    spd = SPDManifold(metric)
+    spd = SPDMatrices(4, metric)
     base_point = REPEATED[base]
     other = REPEATED["diag-1-1-2"] if base == "sigma2-identity" else REPEATED["sigma2-identity"]
     tangent_vec = random_symmetric(3, seed=22, norm=0.01)
@@ -259,7 +275,7 @@ def test_autograd_is_finite_and_correct_at_repeated_eigenvalues(metric, base):
 
 @pytest.mark.parametrize("metric", METRICS)
 def test_float32_step_from_sigma2_identity_has_finite_gradients(metric):
-    spd = SPDManifold(metric)
+    spd = SPDMatrices(4, metric)
     covariance = (0.25**2 * torch.eye(5)).requires_grad_(True)
     tangent_vec = torch.zeros(5, 5, requires_grad=True)
     moved = spd.exp(tangent_vec, covariance)
@@ -318,7 +334,7 @@ def test_divided_differences_are_accurate_near_coincident_eigenvalues():
     # The backward passes' kernels f[x, y] and f[x, y, z] against 50-digit arithmetic, on both sides of the
     # switch from difference quotients to Taylor series (gaps around eps^{1/6}, relative).
     mpmath = pytest.importorskip("mpmath")
-    from manifoldcert.geometry import spd as module
+    from manifoldcert.geometry import matrix_functions as module
 
     def first_exact(f, x, y):
         return (f(x) - f(y)) / (x - y)
@@ -359,7 +375,7 @@ def test_importing_and_using_geomstats_keeps_the_default_dtype():
         "import manifoldcert.geometry as g\n"
         "assert 'geomstats' not in sys.modules\n"
         "assert torch.get_default_dtype() == torch.float32\n"
-        "space = g.SPDManifold('log-euclidean').to_geomstats(3)\n"
+        "space = g.SPDMatrices(3, 'log-euclidean').to_geomstats()\n"
         "assert torch.get_default_dtype() == torch.float32, torch.get_default_dtype()\n"
         "assert type(space.metric).__name__ == 'SPDLogEuclideanMetric'\n"
     )
@@ -374,7 +390,7 @@ def test_importing_and_using_geomstats_keeps_the_default_dtype():
 def test_other_geomstats_backend_is_refused(monkeypatch):
     monkeypatch.setenv("GEOMSTATS_BACKEND", "numpy")
     with pytest.raises(RuntimeError, match="'pytorch' backend"):
-        SPDManifold().to_geomstats(3)
+        SPDMatrices(3).to_geomstats()
 
 
 # --- bad inputs -----------------------------------------------------------------------------------------------
@@ -382,7 +398,7 @@ def test_other_geomstats_backend_is_refused(monkeypatch):
 
 def test_unknown_metric_lists_the_valid_names():
     with pytest.raises(ValueError, match="affine-invariant, bures-wasserstein, log-euclidean"):
-        SPDManifold("euclidean")
+        SPDMatrices(3, "euclidean")
 
 
 def test_check_spd():
@@ -404,7 +420,7 @@ def test_check_spd():
 
 @pytest.mark.parametrize("metric", METRICS)
 def test_methods_reject_bad_inputs(metric):
-    spd = SPDManifold(metric)
+    spd = SPDMatrices(4, metric)
     p = random_spd(3, seed=28)
     indefinite = torch.diag(torch.tensor([1.0, -0.5, 2.0], dtype=F64))
     with pytest.raises(ValueError, match=r"\[..., n, n\]"):
@@ -437,7 +453,7 @@ def test_full_covariance_memory_check():
 @pytest.mark.gpu
 @pytest.mark.parametrize("metric", METRICS)
 def test_cuda_matches_cpu(metric):
-    spd = SPDManifold(metric)
+    spd = SPDMatrices(4, metric)
     p, q = random_spd(4, (2,), seed=30), random_spd(4, (2,), seed=31)
     v = random_symmetric(4, (2,), seed=32, norm=0.3)
     for name, args in {"exp": (v, p), "log": (q, p), "distance": (p, q)}.items():

@@ -114,7 +114,7 @@ __all__ = [
 
 STARTS = {"ancer": ("ddrs", "sigma"), "rddrs": ("ancer", "ddrs", "sigma")}
 #: Stopping reasons that are not a failure (no warning).
-_NORMAL_STOPS = ("max iterations", "step too small")
+_NORMAL_STOPS = ("max iterations", "step too small", "stationary point")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -522,21 +522,24 @@ class OptimisedSmoothing(AbstractCertifier):
         run = stage.optimizer.run(problem, point, generator=generator)
         if run.stopping_reason not in _NORMAL_STOPS:
             warnings.warn(
-                f"{stage.name}: {run.stopping_reason} after {run.iterations} of "
-                f"{stage.optimizer.max_iterations} steps; certifying the best valid iterate",
+                f"{stage.name}: {run.stopping_reason} after {run.iterations} valid steps of "
+                f"{stage.optimizer.max_iterations}; certifying the best valid iterate",
                 RuntimeWarning,
                 stacklevel=4,
             )
-        chosen, scores = len(run.candidates) - 1, []
-        if self.choice_samples > 0 and len(run.candidates) > 1:
-            chosen, scores = choose_iterate(
-                run.candidates,
+        covariances = [_covariance_or_none(objective, candidate.point) for candidate in run.candidates]
+        valid = [index for index, covariance in enumerate(covariances) if covariance is not None]
+        chosen, scores = valid[-1], []  # the start is always valid; without a choice: the last valid iterate
+        if self.choice_samples > 0 and len(valid) > 1:
+            best, scores = choose_iterate(
+                [run.candidates[index] for index in valid],
                 lambda p: self._choice_score(
                     x, top_class, objective.covariance(p), alpha, generator, batch_size
                 ),
             )
+            chosen = valid[best]
         passes = run.evaluations * stage.samples + len(scores) * self.choice_samples
-        covariance = objective.covariance(run.candidates[chosen].point)
+        covariance = covariances[chosen]
         seconds = time.perf_counter() - began
         return StageResult(stage.name, covariance, run, chosen, tuple(scores), floor, passes, seconds)
 
@@ -708,6 +711,15 @@ class OptimisedSmoothing(AbstractCertifier):
         top_class = self.select(x, DEFAULT_N0, generator=generator, batch_size=batch_size)
         chain = self.optimise(x, top_class, alpha=alpha, generator=generator, batch_size=batch_size)
         return self._predict_with(x, self._noise(chain.covariance), n, alpha, generator, batch_size)
+
+
+def _covariance_or_none(objective: SmoothingObjective, point: torch.Tensor) -> Covariance | None:
+    """The covariance of an iterate, or ``None`` when rounding has made it numerically indefinite (a blown-up
+    ascent: eigenvalue errors ``ε·λ_max`` beyond the floor); such iterates are never certified."""
+    try:
+        return objective.covariance(point)
+    except ValueError:
+        return None
 
 
 def _inverse_normal_float(p: float) -> float:

@@ -46,6 +46,19 @@ def _finite(value: float | torch.Tensor) -> bool:
     return math.isfinite(value)
 
 
+def _evaluate(
+    objective: DifferentiableObjective, point: torch.Tensor, seed: int, *, gradient: bool = True
+) -> tuple[float, torch.Tensor | None]:
+    """The objective (and its gradient) at ``point``; ``nan`` when it cannot be evaluated there (e.g. a
+    factorisation of a numerically indefinite matrix fails)."""
+    try:
+        if gradient:
+            return objective.value_and_gradient(point, seed=seed)
+        return objective.value(point, seed=seed), None
+    except (ValueError, RuntimeError):
+        return math.nan, None
+
+
 def draw_seed(generator: torch.Generator) -> int:
     """A seed for one step's samples, drawn from ``generator`` (on its device)."""
     return int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
@@ -53,12 +66,12 @@ def draw_seed(generator: torch.Generator) -> int:
 
 @dataclass
 class _Step:
-    """What one optimiser step proposes: the new point, the extra objective evaluations it cost, and whether
-    the step length has fallen below the optimiser's minimum (the run then stops)."""
+    """What one optimiser step proposes: the new point, the extra objective evaluations it cost, and a stopping
+    reason when the run cannot go on ("stationary point", "step too small")."""
 
     point: torch.Tensor
     evaluations: int = 0
-    too_small: bool = False
+    stop: str | None = None
 
 
 class GradientOptimizer(abc.ABC):
@@ -98,7 +111,9 @@ class GradientOptimizer(abc.ABC):
     ) -> OptimizationResult:
         """Optimise ``problem`` from ``initial_point`` (checked to lie in the constraint set).
 
-        ``generator`` draws one seed per step (default: a CPU generator seeded with 0).
+        ``generator`` draws one seed per step (default: a CPU generator seeded with 0). A non-finite objective
+        stops the run at the iterate before (whose estimate was finite); a non-finite gradient or step at the
+        current iterate.
         """
         if not isinstance(problem.objective, DifferentiableObjective):
             raise TypeError(f"{type(self).__name__} needs a DifferentiableObjective")
@@ -110,12 +125,16 @@ class GradientOptimizer(abc.ABC):
         history: list[float] = []
         state: dict[str, Any] = {}
         reason, steps, evaluations = "max iterations", 0, 0
+        previous = point
         for _ in range(self.max_iterations):
             seed = draw_seed(generator)
-            value, euclidean_grad = objective.value_and_gradient(point, seed=seed)
+            value, euclidean_grad = _evaluate(objective, point, seed)
             evaluations += 1
             if not _finite(value):
                 reason = "non-finite objective"
+                if steps > 0:  # the point has no valid estimate: fall back to the one before it
+                    point, steps = previous, steps - 1
+                    kept = [(step, p) for step, p in kept if step <= steps]
                 break
             history.append(value)
             if not _finite(euclidean_grad):
@@ -132,14 +151,16 @@ class GradientOptimizer(abc.ABC):
             if not valid:
                 reason = "non-finite step"
                 break
-            if move.too_small:
-                reason = "step too small"
+            if move.stop is not None:
+                reason = move.stop
                 break
-            point, steps = move.point, steps + 1
+            previous, point, steps = point, move.point, steps + 1
             if steps in keep:
                 kept.append((steps, point))
-        if len(history) == steps:  # the last iterate has no estimate yet
-            history.append(objective.value(point, seed=draw_seed(generator)))
+        if (
+            len(history) == steps
+        ):  # the last iterate has no estimate yet (history[k] is the value after k steps)
+            history.append(_evaluate(objective, point, draw_seed(generator), gradient=False)[0])
             evaluations += 1
         if kept[-1][0] != steps:
             kept.append((steps, point))
@@ -228,7 +249,7 @@ class RiemannianAscent(GradientOptimizer):
             return _Step(manifold.step(sign * self.step_size * gradient, point))
         gradient_norm = float(manifold.norm(gradient, point))
         if gradient_norm == 0:
-            return _Step(point)
+            return _Step(point, stop="stationary point")
         scale = float(manifold.radial_norm(point)) if self.relative else 1.0
         direction = gradient * (sign * scale / gradient_norm)
         length = state.get("length", self.step_size)
@@ -248,7 +269,8 @@ class RiemannianAscent(GradientOptimizer):
                 return _Step(candidate, evaluations)
             length /= 2
         state["length"] = length
-        return _Step(point, evaluations, too_small=length < self.min_step_fraction * self.step_size)
+        too_small = length < self.min_step_fraction * self.step_size
+        return _Step(point, evaluations, stop="step too small" if too_small else None)
 
 
 @final

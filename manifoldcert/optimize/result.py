@@ -15,6 +15,7 @@ STOPPING_REASONS = (
     "non-finite gradient",
     "non-finite step",
     "step too small",
+    "stationary point",
 )
 
 
