@@ -175,7 +175,7 @@ def certify_image(
         )
     )
     chain = certifier.optimise(
-        x, top_class, alpha=args.alpha, generator=generator, batch_size=args.batch_size
+        x, top_class, n=args.n, alpha=args.alpha, generator=generator, batch_size=args.batch_size
     )
     # Time per method: SELECT and the stages up to this one, plus this method's CERTIFY.
     passes, elapsed = 0, time.perf_counter() - start - sum(result.seconds for result in chain.stages)
@@ -211,7 +211,13 @@ def certify_image(
         # The same seed for every metric: the first ascent step runs on the same samples.
         metric_generator = estimator.generator(args.seed * 1_000_003 + idx + 500_000)
         result = rddrs.run_stage(
-            x, top_class, ancer, floor=chain.stages[-1].floor, generator=metric_generator
+            x,
+            top_class,
+            ancer,
+            floor=chain.stages[-1].floor,
+            n=args.n,
+            alpha=args.alpha,
+            generator=metric_generator,
         )
         p_lower, radius = rddrs.bound(x, top_class, result.covariance, **options)
         ablation_writer.write(

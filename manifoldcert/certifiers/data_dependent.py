@@ -443,15 +443,21 @@ class OptimisedSmoothing(AbstractCertifier):
         x: torch.Tensor,
         top_class: int,
         covariance: Covariance,
+        n: int,
         alpha: float,
         generator: torch.Generator | None,
         batch_size: int | None,
     ) -> float:
-        """The proxy radius CERTIFY would report for ``covariance`` if these ``choice_samples`` votes were its own."""
+        """The proxy radius CERTIFY would report with ``n`` votes if ``p_A`` were the estimate from
+        ``choice_samples`` fresh votes: ``Φ⁻¹(p̲)·det(Σ)^{1/(2d)}`` with ``p̲`` the Clopper–Pearson bound of
+        ``⌊p̃ n⌋`` successes in ``n``, ``p̃ = (k + ½)/(m + 1)`` (0 when ``p̲ < 1/2``). Projecting to ``n`` keeps a
+        choice on ``m < n`` votes from preferring volume where all ``m`` votes agree but ``n`` would not."""
+        m = self.choice_samples
         counts = self.require_estimator().class_counts(
-            x, self._noise(covariance), self.choice_samples, generator=generator, batch_size=batch_size
+            x, self._noise(covariance), m, generator=generator, batch_size=batch_size
         )
-        p_lower = clopper_pearson_lower(int(counts[top_class]), self.choice_samples, alpha)
+        estimate = (int(counts[top_class]) + 0.5) / (m + 1)
+        p_lower = clopper_pearson_lower(math.floor(estimate * n), n, alpha)
         return 0.0 if p_lower < 0.5 else _inverse_normal_float(p_lower) * covariance.proxy_scale()
 
     def optimise(
@@ -459,11 +465,15 @@ class OptimisedSmoothing(AbstractCertifier):
         x: torch.Tensor,
         top_class: int,
         *,
+        n: int = DEFAULT_N,
         alpha: float = DEFAULT_ALPHA,
         generator: torch.Generator | None = None,
         batch_size: int | None = None,
     ) -> ChainResult:
-        """OPTIMISE: run the chain for ``top_class`` at ``x``; each stage starts from the previous one's choice."""
+        """OPTIMISE: run the chain for ``top_class`` at ``x``; each stage starts from the previous one's choice.
+
+        ``n`` and ``alpha`` are those of the CERTIFY to come (the choice predicts its radius).
+        """
         generator = self._generator_for(generator)
         x = self._check_x(x)
         self.check_resources(x)
@@ -471,7 +481,7 @@ class OptimisedSmoothing(AbstractCertifier):
         covariance, floor = start, float(start.eigenvalues()[0].sqrt())
         results: list[StageResult] = []
         for stage in self.stages():
-            result = self._run_stage(stage, x, top_class, covariance, floor, alpha, generator, batch_size)
+            result = self._run_stage(stage, x, top_class, covariance, floor, n, alpha, generator, batch_size)
             results.append(result)
             covariance = result.covariance
             if stage.family.defines_floor:
@@ -485,6 +495,7 @@ class OptimisedSmoothing(AbstractCertifier):
         covariance: Covariance,
         *,
         floor: float,
+        n: int = DEFAULT_N,
         alpha: float = DEFAULT_ALPHA,
         generator: torch.Generator | None = None,
         batch_size: int | None = None,
@@ -494,9 +505,8 @@ class OptimisedSmoothing(AbstractCertifier):
         x = self._check_x(x)
         self.check_resources(x)
         stage = self.stages()[-1]
-        return self._run_stage(
-            stage, x, top_class, covariance, float(floor), alpha, self._generator_for(generator), batch_size
-        )
+        generator = self._generator_for(generator)
+        return self._run_stage(stage, x, top_class, covariance, float(floor), n, alpha, generator, batch_size)
 
     def _run_stage(
         self,
@@ -505,6 +515,7 @@ class OptimisedSmoothing(AbstractCertifier):
         top_class: int,
         covariance: Covariance,
         floor: float,
+        n: int,
         alpha: float,
         generator: torch.Generator | None,
         batch_size: int | None,
@@ -534,7 +545,7 @@ class OptimisedSmoothing(AbstractCertifier):
             best, scores = choose_iterate(
                 [run.candidates[index] for index in valid],
                 lambda p: self._choice_score(
-                    x, top_class, objective.covariance(p), alpha, generator, batch_size
+                    x, top_class, objective.covariance(p), n, alpha, generator, batch_size
                 ),
             )
             chosen = valid[best]
@@ -600,7 +611,7 @@ class OptimisedSmoothing(AbstractCertifier):
             if hit is not None:
                 return self._memory_certificate(hit, n0, n, alpha, start)
         top_class = self.select(x, n0, generator=generator, batch_size=batch_size)
-        chain = self.optimise(x, top_class, alpha=alpha, generator=generator, batch_size=batch_size)
+        chain = self.optimise(x, top_class, n=n, alpha=alpha, generator=generator, batch_size=batch_size)
         covariance = chain.covariance
         p_lower, radius = self.bound(
             x, top_class, covariance, n=n, alpha=alpha, generator=generator, batch_size=batch_size
@@ -709,7 +720,7 @@ class OptimisedSmoothing(AbstractCertifier):
             if hit is not None:
                 return hit.entry.prediction
         top_class = self.select(x, DEFAULT_N0, generator=generator, batch_size=batch_size)
-        chain = self.optimise(x, top_class, alpha=alpha, generator=generator, batch_size=batch_size)
+        chain = self.optimise(x, top_class, n=n, alpha=alpha, generator=generator, batch_size=batch_size)
         return self._predict_with(x, self._noise(chain.covariance), n, alpha, generator, batch_size)
 
 
