@@ -71,15 +71,6 @@ COLUMNS = (
 )
 
 
-def metric_argument(name: str) -> Any:
-    """A metric name of ours, or ``geomstats:<Class>`` for a geomstats SPD metric class."""
-    if name.startswith("geomstats:"):
-        from manifoldcert.geometry._geomstats import import_geomstats_spd
-
-        return getattr(import_geomstats_spd(), name.split(":", 1)[1])
-    return name
-
-
 def row(
     idx: int,
     label: int,
@@ -360,13 +351,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             device=device,
             reuse=True,
         )
-        certifier = RDDRS(model, sigma=sigma, metric=metric_argument(args.metrics[0]), **budget)
+        certifier = RDDRS(model, sigma=sigma, metric=args.metrics[0], **budget)
         ablation: dict[str, RDDRS] = {}
         ablation_writer = None
         if sigma == args.ablation_sigma:
             ablation = {
-                name: RDDRS(model, sigma=sigma, metric=metric_argument(name), start="sigma", **budget)
-                for name in args.metrics
+                name: RDDRS(model, sigma=sigma, metric=name, start="sigma", **budget) for name in args.metrics
             }
             ablation_writer = RowWriter(os.path.join(args.out, f"ablation_sigma_{sigma}.tsv"))
         writer = RowWriter(os.path.join(args.out, f"sigma_{sigma}.tsv"))

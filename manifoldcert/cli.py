@@ -150,8 +150,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+_GEOMSTATS_NAMES = {"affine-invariant": "SPDAffineMetric", "log-euclidean": "SPDLogEuclideanMetric"}
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from manifoldcert.bench import bench_dssn, bench_estimator, bench_functional, bench_unicr
+    from manifoldcert.bench import bench_dssn, bench_estimator, bench_functional, bench_rddrs, bench_unicr
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {_device(args.device)}")
     if args.what == "dssn":
@@ -159,6 +162,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             print(
                 bench_dssn(sigma, n_uniform=args.n, images=args.repeats, device=_device(args.device)).line()
             )
+        return 0
+    if args.what == "rddrs":
+        results = bench_rddrs(steps=args.repeats, opt_samples=args.n, device=_device(args.device))
+        for result in results:
+            print(result.line())
+        by_name = {result.metric: result for result in results}
+        for name in ("affine-invariant", "log-euclidean"):
+            theirs = by_name.get(f"geomstats:{_GEOMSTATS_NAMES[name]}")
+            if name in by_name and theirs is not None:
+                ratio = theirs.seconds_per_step / by_name[name].seconds_per_step
+                print(f"{name}: geomstats / ours = {ratio:.2f} per step")
         return 0
     if args.what == "unicr":
         for noise_name, norm, params in (
@@ -239,7 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=None, help="default: the checkpoint's data set")
     p.add_argument("--split", default="test")
     p.add_argument(
-        "--metric", default=None, help="SPD metric of rddrs (affine-invariant, log-euclidean, ...)"
+        "--metric",
+        default=None,
+        help="SPD metric of rddrs: affine-invariant, log-euclidean, bures-wasserstein or geomstats:<Class>",
     )
     p.add_argument("--norm", default="l2", help="threat model of unicr: l1, l2, linf or a number p > 0")
     p.add_argument("--cache-dir", default=None, help="folder for unicr's p_A → R tables")
@@ -259,7 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", default=None, help="PNG path for the certified-accuracy curves")
     p.set_defaults(run=_cmd_report)
 
-    p = sub.add_parser("demo", help="train on digits, certify with cohen / laplace / uniform, table + plot")
+    p = sub.add_parser(
+        "demo",
+        help="train on digits, certify with cohen / laplace / uniform, ancer and rddrs; tables + plots",
+    )
     p.add_argument("--out", default="results/demo")
     p.add_argument("--n", type=int, default=10_000)
     p.add_argument("--max", type=int, default=None, help="certify at most this many test points (all 360)")
@@ -270,8 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmarks")
     p.add_argument(
         "what",
-        choices=("estimator", "dssn", "functional", "unicr"),
+        choices=("estimator", "dssn", "functional", "rddrs", "unicr"),
         help="estimator: certify vs forward passes; dssn: vs uniform; functional: the λ search's share; "
+        "rddrs: time per ascent step at d = 784, ours vs geomstats (--repeats steps of --n samples); "
         "unicr: table build time and the lookup's cost",
     )
     p.add_argument("--n", type=int, default=10_000, help="samples (estimator) or uniform's samples (dssn)")

@@ -1,13 +1,19 @@
-"""The README's main job: train on ``digits``, certify with cohen / laplace / uniform, print tables, plot.
+"""The README's main job: train on ``digits``, certify with cohen / laplace / uniform and with the manifold-backed
+ANCER and RDDRS, print tables, plot.
 
-For each method a small MLP is trained with that method's noise at σ = 0.25 (Gaussian, Laplace, uniform: the
+For each ball method a small MLP is trained with that method's noise at σ = 0.25 (Gaussian, Laplace, uniform: the
 same RMS per pixel), the test points are certified with n0 = 100, ``n`` samples and α = 0.001, and the results
 go to ``<out>/<method>.tsv``; the l2 and l1 certified-accuracy tables are printed and
-``<out>/certified_accuracy_l2.png`` / ``_l1.png`` written. Everything is seeded; outputs are overwritten.
+``<out>/certified_accuracy_l2.png`` / ``_l1.png`` written. Then the geometry: the Gaussian model certifies the
+first ``geometry_count`` test points with ``ancer`` (θ on the positive diagonals) and ``rddrs`` (Σ on SPD(64))
+under two metrics, affine-invariant and log-Euclidean, at one relative step length; the ellipsoid table gives
+the proxy radius ``r·det(Σ)^{1/(2d)}``, the certified l2 ball ``r·sqrt(λ_min Σ)`` and the time per image beside
+Cohen's ball on the same points (``<out>/geometry_<method>.tsv``). Everything is seeded; outputs are overwritten.
 """
 
 from __future__ import annotations
 
+import csv
 import os
 import time
 
@@ -20,6 +26,14 @@ from manifoldcert.train import train_checkpoint
 DEMO_SIGMA = 0.25
 DEMO_METHODS = ("cohen", "laplace", "uniform")
 TABLE_RADII = {"l2": (0.0, 0.1, 0.2, 0.3, 0.4, 0.5), "l1": (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)}
+#: The manifold-backed runs of the demo: (label, method, options). A reduced ascent budget keeps the demo short.
+_INNER = {"iterations": 50, "opt_samples": 100}
+GEOMETRY_RUNS = (
+    ("ancer", "ancer", {"iterations": 50, "ddrs_options": _INNER}),
+    ("rddrs-affine-invariant", "rddrs", {"metric": "affine-invariant"}),
+    ("rddrs-log-euclidean", "rddrs", {"metric": "log-euclidean"}),
+)
+_RDDRS_BUDGET = {"iterations": 15, "opt_samples": 500, "ddrs_options": _INNER, "ancer_options": _INNER}
 
 
 def run_demo(
@@ -30,13 +44,15 @@ def run_demo(
     epochs: int = 40,
     device: str = "cpu",
     seed: int = 0,
+    geometry_count: int = 30,
 ) -> dict[str, str]:
-    """Run the demo; returns the TSV path of each method."""
+    """Run the demo; returns the TSV path of each run."""
     os.makedirs(os.path.join(out_dir, "models"), exist_ok=True)
     train = load_dataset("digits", "train")
     test = load_dataset("digits", "test")
     inputs = test.inputs()
     paths: dict[str, str] = {}
+    models = {}
     for method in DEMO_METHODS:
         start = time.perf_counter()
         certifier = get_certifier(method, None, sigma=DEMO_SIGMA)
@@ -55,6 +71,7 @@ def run_demo(
             progress=False,
         )
         clean = info.training["test_accuracy_clean"]
+        models[method] = model
         certifier = get_certifier(method, model, sigma=DEMO_SIGMA, input_shape=test.input_shape)
         path = os.path.join(out_dir, f"{method}.tsv")
         if os.path.exists(path):
@@ -88,4 +105,51 @@ def run_demo(
             envelope=False,
         )
         print(f"plot: {plot}")
+    if geometry_count > 0:
+        paths.update(_geometry(models["cohen"], test, paths["cohen"], out_dir, n, geometry_count, seed))
     return paths
+
+
+def _geometry(model, test, cohen_path: str, out_dir: str, n: int, count: int, seed: int) -> dict[str, str]:
+    """ANCER and RDDRS (two metrics) on the first ``count`` test points, and the ellipsoid table."""
+    inputs = test.inputs()
+    paths = {}
+    for label, method, options in GEOMETRY_RUNS:
+        start = time.perf_counter()
+        budget = _RDDRS_BUDGET if method == "rddrs" else {}
+        certifier = get_certifier(
+            method, model, sigma=DEMO_SIGMA, input_shape=test.input_shape, **budget, **options
+        )
+        path = os.path.join(out_dir, f"geometry_{label}.tsv")
+        if os.path.exists(path):
+            os.remove(path)
+        certify_dataset(
+            certifier, inputs, test.labels, path, max_count=count, seed=seed, n0=100, n=n, alpha=0.001
+        )
+        paths[label] = path
+        print(f"{label}: certified {count} points in {time.perf_counter() - start:.1f} s")
+    rows = {"cohen (ball)": _rows(cohen_path)[:count], **{label: _rows(p) for label, p in paths.items()}}
+    print(
+        f"\nEllipsoids on digits (test, first {count} points), σ₀ = {DEMO_SIGMA}, n = {n:,}, α = 0.001; "
+        "RDDRS: relative step 0.1 in each metric's own norm"
+    )
+    print("| method | certified acc | mean proxy radius | mean certified l2 | s / image |")
+    print("|---|---:|---:|---:|---:|")
+    for label, lines in rows.items():
+        correct = [line["correct"] == "1" for line in lines]
+        l2 = [float(line["radius_l2"]) * c for line, c in zip(lines, correct, strict=True)]
+        proxy = [
+            float(line.get("proxy_radius") or line["radius_l2"]) * c
+            for line, c in zip(lines, correct, strict=True)
+        ]
+        seconds = sum(float(line["time"]) for line in lines) / len(lines)
+        print(
+            f"| {label} | {sum(correct) / len(lines):.3f} | {sum(proxy) / len(lines):.3f} | "
+            f"{sum(l2) / len(lines):.3f} | {seconds:.2f} |"
+        )
+    return paths
+
+
+def _rows(path: str) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return sorted(csv.DictReader(handle, delimiter="\t"), key=lambda line: int(line["idx"]))

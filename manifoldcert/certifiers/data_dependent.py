@@ -84,7 +84,7 @@ from manifoldcert.estimator import MonteCarloEstimator
 from manifoldcert.geometry._geomstats import is_geomstats_object
 from manifoldcert.geometry.base import Manifold
 from manifoldcert.geometry.covariance import Covariance
-from manifoldcert.geometry.metrics import SPDMetric, resolve_metric
+from manifoldcert.geometry.metrics import GEOMSTATS_PREFIX, SPDMetric, resolve_metric
 from manifoldcert.geometry.positive import PositiveDiagonals, PositiveReals
 from manifoldcert.geometry.spd import SPDMatrices
 from manifoldcert.noises import AbstractNoise
@@ -959,11 +959,13 @@ class RDDRS(OptimisedSmoothing):
         dim = None if self.input_shape is None else math.prod(self.input_shape)
         if self.initial_covariance is not None:
             dim = self.initial_covariance.dim
-        if dim is not None or not (isinstance(metric, type) and is_geomstats_object(metric)):
-            resolved = resolve_metric(metric, dim)  # refuse a bad metric now, not at the first input
-            self.metric = resolved.name
+        if isinstance(metric, type) and is_geomstats_object(metric) and dim is None:
+            self.metric = f"{GEOMSTATS_PREFIX}{metric.__name__}"  # equipped on SPD(d) at the first input
+        elif isinstance(metric, str) and metric.startswith(GEOMSTATS_PREFIX) and dim is None:
+            resolve_metric(metric, 1)  # the class must exist
+            self.metric = metric
         else:
-            self.metric = f"geomstats:{metric.__name__}"
+            self.metric = resolve_metric(metric, dim).name  # refuse a bad metric now, not at the first input
         own = _Budget(_check_iterations(iterations), opt_samples, learning_rate).updated(None, "rddrs")
         if optimizer is None:
             optimizer = RiemannianAscent(

@@ -204,6 +204,9 @@ class BuresWasserstein(SPDMetric):
         return 2 * (product + product.mT)
 
 
+#: A ``metric=`` string naming a geomstats class: ``"geomstats:SPDLogEuclideanMetric"``.
+GEOMSTATS_PREFIX = "geomstats:"
+
 #: The metrics known by name.
 METRICS: dict[str, type[SPDMetric]] = {
     "affine-invariant": AffineInvariant,
@@ -316,7 +319,7 @@ class GeomstatsMetric(SPDMetric):
 
     @property
     def name(self) -> str:  # type: ignore[override]
-        return f"geomstats:{type(self.geomstats_metric).__name__}"
+        return f"{GEOMSTATS_PREFIX}{type(self.geomstats_metric).__name__}"
 
     def __repr__(self) -> str:
         return f"GeomstatsMetric({type(self.geomstats_metric).__name__}, n={self.n})"
@@ -358,16 +361,24 @@ class GeomstatsMetric(SPDMetric):
 def resolve_metric(metric: Any, n: int | None = None) -> SPDMetric:
     """The :class:`SPDMetric` for what a user passes as ``metric=``.
 
-    Accepted: a name of :data:`METRICS` (``"affine-invariant"``, ``"log-euclidean"``, ``"bures-wasserstein"``);
+    Accepted: a name of :data:`METRICS` (``"affine-invariant"``, ``"log-euclidean"``, ``"bures-wasserstein"``),
+    or ``"geomstats:<Class>"`` for a class of ``geomstats.geometry.spd_matrices`` (``"geomstats:SPDAffineMetric"``);
     an :class:`SPDMetric` instance (ours or a user's subclass) or such a subclass (instantiated without
     arguments); a geomstats SPD metric class or instance (wrapped in :class:`GeomstatsMetric`; a class needs
     ``n``, an instance must be on ``SPDMatrices(n)``).
     """
+    if isinstance(metric, str) and metric.startswith(GEOMSTATS_PREFIX):
+        class_name = metric[len(GEOMSTATS_PREFIX) :]
+        found = getattr(import_geomstats_spd(), class_name, None)
+        if not (isinstance(found, type) and class_name.endswith("Metric")):
+            raise ValueError(f"geomstats.geometry.spd_matrices has no metric class {class_name!r}")
+        return GeomstatsMetric(found, n)
     if isinstance(metric, str):
         if metric not in METRICS:
             raise ValueError(
-                f"unknown SPD metric {metric!r}; known names: {', '.join(sorted(METRICS))} (or pass an "
-                "SPDMetric instance or subclass, or a geomstats SPD metric class or instance)"
+                f"unknown SPD metric {metric!r}; known names: {', '.join(sorted(METRICS))}, or "
+                "'geomstats:<Class>' (or pass an SPDMetric instance or subclass, or a geomstats SPD metric class "
+                "or instance)"
             )
         return METRICS[metric]()
     if isinstance(metric, SPDMetric):
