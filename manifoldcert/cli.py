@@ -146,7 +146,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from manifoldcert.demo import run_demo
 
-    run_demo(args.out, n=args.n, max_count=args.max, epochs=args.epochs, device=_device(args.device))
+    run_demo(
+        args.out,
+        n=args.n,
+        max_count=args.max,
+        epochs=args.epochs,
+        device=_device(args.device),
+        geometry_count=args.geometry_count,
+    )
     return 0
 
 
@@ -283,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=10_000)
     p.add_argument("--max", type=int, default=None, help="certify at most this many test points (all 360)")
     p.add_argument("--epochs", type=int, default=40)
+    p.add_argument(
+        "--geometry-count", type=int, default=30, help="test points certified by ancer and rddrs (0: none)"
+    )
     p.add_argument("--device", default=None)
     p.set_defaults(run=_cmd_demo)
 

@@ -105,6 +105,8 @@ def run_demo(
             envelope=False,
         )
         print(f"plot: {plot}")
+    if max_count is not None:
+        geometry_count = min(geometry_count, max_count)  # compared with Cohen's ball on the same points
     if geometry_count > 0:
         paths.update(_geometry(models["cohen"], test, paths["cohen"], out_dir, n, geometry_count, seed))
     return paths

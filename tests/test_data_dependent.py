@@ -18,21 +18,21 @@ from torch import nn
 from manifoldcert.certificate import Ellipsoid
 from manifoldcert.certifiers.cohen import Cohen
 from manifoldcert.certifiers.data_dependent import ANCER, DDRS, RDDRS
-from manifoldcert.certifiers.smoothing_objectives import (
-    DiagonalObjective,
-    FullCovarianceObjective,
-    IsotropicObjective,
-)
 from manifoldcert.certifiers.memory import (
     CertificationMemory,
     ellipsoid_separation,
     ellipsoids_intersect,
     largest_disjoint_radius,
 )
+from manifoldcert.certifiers.smoothing_objectives import (
+    DiagonalObjective,
+    FullCovarianceObjective,
+    IsotropicObjective,
+)
 from manifoldcert.estimator import MonteCarloEstimator
 from manifoldcert.geometry import METRICS, Covariance
-from manifoldcert.resources import CovarianceTooLargeError
 from manifoldcert.noises import DiagonalGaussian, FullCovarianceGaussian, Gaussian
+from manifoldcert.resources import CovarianceTooLargeError
 from tests.conftest import LinearBinaryClassifier
 
 

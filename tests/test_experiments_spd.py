@@ -1,4 +1,4 @@
-"""The SPD experiment scripts (spd_mnist.py, bench_rddrs.py) and the docs' worked example, on a tiny budget."""
+"""The SPD experiment script (spd_mnist.py), ``bench rddrs`` and the docs' worked example, on a tiny budget."""
 
 from __future__ import annotations
 
@@ -25,87 +25,76 @@ def test_spd_mnist_tiny_on_digits_with_the_metric_ablation(tmp_path, capsys):
         "digits",
         "--sigmas",
         "0.25",
+        "--counts",
+        "2",
         "--epochs",
         "1",
-        "--max",
-        "2",
         "--skip",
         "50",
         "--n",
         "100",
-        "--iterations",
-        "2",
         "--rddrs-iterations",
         "2",
         "--rddrs-opt-samples",
         "50",
+        "--choice-samples",
+        "50",
         "--metrics",
         "affine-invariant",
         "log-euclidean",
-        "bures-wasserstein",
+        "geomstats:SPDAffineMetric",
+        "--ablation-sigma",
+        "0.25",
+        "--ablation-count",
+        "1",
         "--out",
         str(tmp_path),
     ]
     assert module.main(argv) == 0
     out = capsys.readouterr().out
-    for label in (
-        "| 0.25 | RS |",
-        "| 0.25 | DDRS |",
-        "| 0.25 | ANCER |",
-        "| 0.25 | RDDRS (affine-invariant) |",
-    ):
-        assert label in out
-    assert "RS ≤ DDRS ≤ ANCER ≤ RDDRS on their mean proxy radius" in out
-    for metric in ("affine-invariant", "log-euclidean", "bures-wasserstein"):
+    for method in module.METHODS:
+        assert f"| 0.25 | {method} | 2 |" in out
+    assert "RDDRS < ANCER (per image)" in out
+    for metric in ("affine-invariant", "log-euclidean", "geomstats:SPDAffineMetric"):
         assert f"| {metric} |" in out
-        assert (tmp_path / f"rddrs-{metric}_sigma_0.25.tsv").read_text().count("\n") == 3
-    for method in ("cohen", "ddrs", "ancer"):
-        assert (tmp_path / f"{method}_sigma_0.25.tsv").read_text().count("\n") == 3
-    assert (tmp_path / "certified_accuracy_proxy.png").stat().st_size > 0
-    # Every method certified the same images, and the proxy radius of RDDRS is read from its own column.
-    runs = {m: module.read_run(str(tmp_path / f"{m}_sigma_0.25.tsv"), m) for m in ("cohen", "ddrs")}
-    assert runs["cohen"].idx.tolist() == runs["ddrs"].idx.tolist() == [0, 50]
-    rddrs = module.read_run(str(tmp_path / "rddrs-affine-invariant_sigma_0.25.tsv"), "rddrs")
-    assert (rddrs.proxy >= rddrs.l2 - 1e-6).all()  # det(Σ)^{1/(2d)} ≥ λ_min(Σ)^{1/2}
-
-
-def test_bench_rddrs_tiny(capsys):
-    module = _load("bench_rddrs")
-    argv = [
-        "--input-shape",
-        "1",
-        "8",
-        "8",
-        "--images",
-        "1",
-        "--iterations",
-        "2",
-        "--inner-iterations",
-        "2",
-        "--opt-samples",
-        "50",
-        "--n",
-        "200",
-    ]
-    assert module.main(argv) == 0
-    lines = [line for line in capsys.readouterr().out.splitlines() if "s/image" in line]
-    assert [line.split(":")[0].strip() for line in lines] == [
+    rows = module.read_rows(str(tmp_path / "sigma_0.25.tsv"))
+    assert sorted({(int(r["idx"]), r["method"]) for r in rows}) == sorted(
+        (idx, method) for idx in (0, 50) for method in module.METHODS
+    )
+    ablation = module.read_rows(str(tmp_path / "ablation_sigma_0.25.tsv"))
+    assert [r["metric"] for r in ablation] == [
         "affine-invariant",
         "log-euclidean",
-        "bures-wasserstein",
+        "geomstats:SPDAffineMetric",
     ]
-    for line in lines:
-        shares = [float(part.split()[-1].rstrip("%")) for part in line.split("|")[1:5]]
-        assert all(share >= 0 for share in shares[:3])
-        assert math.isclose(sum(shares), 100.0, abs_tol=0.5)
+    # The forward passes grow along the chain, and the proxy radius is never below the certified l2 ball.
+    by_method = {r["method"]: r for r in rows if r["idx"] == "0"}
+    assert (
+        int(by_method["DDRS"]["forward_passes"])
+        < int(by_method["ANCER"]["forward_passes"])
+        < int(by_method["RDDRS"]["forward_passes"])
+    )
+    assert all(float(r["proxy"]) >= float(r["l2"]) - 1e-6 for r in rows)
+    assert (tmp_path / "certified_accuracy_proxy.png").stat().st_size > 0
+    # A second run resumes: nothing is certified again.
+    assert module.main(argv) == 0
+    assert len(module.read_rows(str(tmp_path / "sigma_0.25.tsv"))) == len(rows)
 
 
-def test_stopwatch_counts_nested_calls_once():
-    stopwatch = _load("bench_rddrs").Stopwatch()
-    inner = stopwatch.wrap("key", lambda: sum(range(1000)))
-    outer = stopwatch.wrap("key", lambda: inner() + inner())
-    outer()
-    assert stopwatch.totals["key"] > 0 and set(stopwatch.totals) == {"key"}
+def test_bench_rddrs_tiny():
+    from manifoldcert.bench import bench_rddrs
+
+    results = bench_rddrs(("affine-invariant", "geomstats:SPDAffineMetric"), steps=1, opt_samples=20)
+    assert [r.metric for r in results] == ["affine-invariant", "geomstats:SPDAffineMetric"]
+    for result in results:
+        assert result.seconds_per_step > 0 and set(result.shares) >= {
+            "estimator",
+            "exp",
+            "projection",
+            "rest",
+        }
+        assert math.isclose(sum(result.shares.values()), 1.0, abs_tol=1e-6)
+        assert result.shares["exp"] > 0 and "s/step" in result.line()
 
 
 def test_docs_worked_example_runs():

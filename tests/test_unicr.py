@@ -104,7 +104,9 @@ def test_swarm_finds_the_diagonal_for_linf():
         return point.scale * lp_norm(direction, math.inf)
 
     start = [np.array([1.0, 0.2]), np.array([-0.3, 1.0])]
-    problem = Problem(Sphere(2), FunctionObjective(lambda direction: radius(direction.numpy())), maximize=False)
+    problem = Problem(
+        Sphere(2), FunctionObjective(lambda direction: radius(direction.numpy())), maximize=False
+    )
     result = ParticleSwarm(max_iterations=15, extra_random_points=4, seed=0).run(problem, start)
     assert abs(abs(result.point[0]) - abs(result.point[1])) < 0.1
     assert result.value == pytest.approx(SIGMA * standard_normal.ppf(0.9) / math.sqrt(2.0), rel=0.03)
