@@ -123,16 +123,34 @@ _NORMAL_STOPS = ("max iterations", "step too small", "stationary point")
 
 
 class CovarianceFamily(abc.ABC):
-    """A family of Gaussian covariances parameterised by the points of a manifold."""
+    """A family of Gaussian covariances parameterised by the points of a manifold, with its objective.
 
+    Parameters
+    ----------
+    **objective_options
+        Keyword options of :attr:`objective_type` (e.g. ``kappa``).
+    """
+
+    #: The smoothing objective a stage of this family ascends.
+    objective_type: ClassVar[type[SmoothingObjective]]
     #: Whether the σ this family's stage chooses becomes the floor σ* of the later stages (DDRS's does).
     defines_floor: ClassVar[bool] = False
+    #: Dense ``d × d`` float64 matrices a stage holds at once (checked against the free memory before sampling).
+    dense_matrices: ClassVar[int] = 0
+
+    def __init__(self, **objective_options: Any) -> None:
+        self.objective_options = objective_options
 
     @abc.abstractmethod
     def manifold(self, dim: int, floor: float) -> Manifold:
         """The search space for inputs of ``dim`` coordinates with the floor ``σ*`` on the standard deviations."""
 
     @abc.abstractmethod
+    def start_point(
+        self, covariance: Covariance, *, dtype: torch.dtype, device: torch.device
+    ) -> torch.Tensor:
+        """The manifold point of ``covariance`` (the previous stage's result, or the chain's start)."""
+
     def objective(
         self,
         estimator: MonteCarloEstimator,
@@ -143,41 +161,26 @@ class CovarianceFamily(abc.ABC):
         batch_size: int | None,
     ) -> SmoothingObjective:
         """The stage's objective at ``x`` for ``top_class``."""
+        return self.objective_type(
+            estimator, x, top_class, n_samples=n_samples, batch_size=batch_size, **self.objective_options
+        )
 
-    @abc.abstractmethod
-    def start_point(
-        self, covariance: Covariance, *, dtype: torch.dtype, device: torch.device
-    ) -> torch.Tensor:
-        """The manifold point of ``covariance`` (the previous stage's result, or the chain's start)."""
-
-    @abc.abstractmethod
     def check_resources(self, dim: int, device: torch.device) -> None:
-        """Raise before any sampling when a stage on ``dim`` coordinates cannot fit in memory."""
-
-    def describe(self) -> dict[str, Any]:
-        """Family-specific ``Certificate.params`` entries."""
-        return {}
+        """Raise :class:`~manifoldcert.resources.CovarianceTooLargeError` before any sampling when the stage's
+        dense matrices on ``dim`` coordinates cannot fit in the free memory of ``device``."""
+        if self.dense_matrices:
+            check_full_covariance_fits(dim, torch.float64, n_matrices=self.dense_matrices, device=device)
 
 
 @final
 class IsotropicFamily(CovarianceFamily):
     """``N(0, σ²I)``: the point σ on the positive reals with the log metric (gradient ascent on ``log σ``)."""
 
+    objective_type = IsotropicObjective
     defines_floor = True
 
     def manifold(self, dim: int, floor: float) -> Manifold:
         return PositiveReals(metric="log")
-
-    def objective(
-        self,
-        estimator: MonteCarloEstimator,
-        x: torch.Tensor,
-        top_class: int,
-        *,
-        n_samples: int,
-        batch_size: int | None,
-    ) -> SmoothingObjective:
-        return IsotropicObjective(estimator, x, top_class, n_samples=n_samples, batch_size=batch_size)
 
     def start_point(
         self, covariance: Covariance, *, dtype: torch.dtype, device: torch.device
@@ -186,33 +189,19 @@ class IsotropicFamily(CovarianceFamily):
             raise ValueError(f"an isotropic stage cannot start from a {covariance.kind} covariance")
         return covariance.variances[0].sqrt().to(device=device, dtype=dtype)
 
-    def check_resources(self, dim: int, device: torch.device) -> None:
-        return None
-
 
 @final
 class DiagonalFamily(CovarianceFamily):
     """``N(0, diag(θ)²)``: θ on the positive diagonals, ``θ_i ≥ σ*``; ANCER's objective with weight ``kappa``."""
 
+    objective_type = DiagonalObjective
+
     def __init__(self, kappa: float, *, metric: str = "euclidean") -> None:
-        self.kappa = _check_kappa(kappa)
+        super().__init__(kappa=_check_kappa(kappa))
         self.metric = metric
 
     def manifold(self, dim: int, floor: float) -> Manifold:
         return PositiveDiagonals(dim, metric=self.metric, min_value=floor)
-
-    def objective(
-        self,
-        estimator: MonteCarloEstimator,
-        x: torch.Tensor,
-        top_class: int,
-        *,
-        n_samples: int,
-        batch_size: int | None,
-    ) -> SmoothingObjective:
-        return DiagonalObjective(
-            estimator, x, top_class, kappa=self.kappa, n_samples=n_samples, batch_size=batch_size
-        )
 
     def start_point(
         self, covariance: Covariance, *, dtype: torch.dtype, device: torch.device
@@ -221,23 +210,21 @@ class DiagonalFamily(CovarianceFamily):
             raise ValueError("a diagonal stage cannot start from a full covariance")
         return covariance.scales().to(device=device, dtype=dtype)
 
-    def check_resources(self, dim: int, device: torch.device) -> None:
-        return None
-
-    def describe(self) -> dict[str, Any]:
-        return {"kappa": self.kappa}
-
 
 @final
 class FullFamily(CovarianceFamily):
     """``N(0, Σ)``: Σ on SPD(d) with ``metric``, ``λ_i ≥ σ*²``; RDDRS's objective with weight ``kappa``.
 
     ``metric`` is anything :func:`~manifoldcert.geometry.metrics.resolve_metric` accepts; it is resolved once
-    per input dimension (a geomstats class is equipped on ``SPDMatrices(d)`` then).
+    per input dimension (a geomstats class is equipped on ``SPDMatrices(d)`` then). A stage holds 6 dense
+    ``d × d`` matrices (the covariance, its factor, gradients and the step).
     """
 
+    objective_type = FullCovarianceObjective
+    dense_matrices = 6
+
     def __init__(self, kappa: float, *, metric: Any = "affine-invariant") -> None:
-        self.kappa = _check_kappa(kappa)
+        super().__init__(kappa=_check_kappa(kappa))
         self.metric = metric
         self._resolved: dict[int, SPDMetric] = {}
 
@@ -250,31 +237,10 @@ class FullFamily(CovarianceFamily):
     def manifold(self, dim: int, floor: float) -> Manifold:
         return SPDMatrices(dim, self.resolved_metric(dim), min_eigenvalue=floor**2)
 
-    def objective(
-        self,
-        estimator: MonteCarloEstimator,
-        x: torch.Tensor,
-        top_class: int,
-        *,
-        n_samples: int,
-        batch_size: int | None,
-    ) -> SmoothingObjective:
-        return FullCovarianceObjective(
-            estimator, x, top_class, kappa=self.kappa, n_samples=n_samples, batch_size=batch_size
-        )
-
     def start_point(
         self, covariance: Covariance, *, dtype: torch.dtype, device: torch.device
     ) -> torch.Tensor:
         return covariance.dense().to(device=device, dtype=dtype)
-
-    def check_resources(self, dim: int, device: torch.device) -> None:
-        """The ``d × d`` matrices of one RDDRS stage (6 in float64) must fit in the free memory of ``device``;
-        otherwise :class:`~manifoldcert.resources.CovarianceTooLargeError` says how many bytes they need."""
-        check_full_covariance_fits(dim, torch.float64, n_matrices=6, device=device)
-
-    def describe(self) -> dict[str, Any]:
-        return {"kappa": self.kappa}
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ certification, ICML workshop, Eq. 3–6.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from typing import Any, final
 
 import torch
@@ -160,26 +161,35 @@ class SmoothingObjective(DifferentiableObjective):
         self, point: torch.Tensor, *, seed: int | None = None
     ) -> tuple[float, torch.Tensor]:
         """Soft ``p_A`` at ``point`` and its reparameterised gradient ``∂p_A/∂point`` (one Monte Carlo estimate)."""
-        point = point.detach().requires_grad_(True)
-        with torch.enable_grad():
-            parameter = self.noise_parameter(point)
-            probability, gradient = self._estimate(parameter, seed)
-            (chained,) = torch.autograd.grad(parameter, point, grad_outputs=gradient)
-        return probability, chained
+        probability, _, gradient = self._chain_rule(point, seed, lambda leaf, surrogate: surrogate)
+        return probability, gradient
 
     def value_and_gradient(
         self, point: torch.Tensor, *, seed: int | None = None
     ) -> tuple[float, torch.Tensor]:
         """``J(point)`` and its Euclidean gradient ``∂J/∂point`` (one Monte Carlo estimate of ``p_A`` and ``∂p_A``)."""
-        point = point.detach().requires_grad_(True)
+        _, value, gradient = self._chain_rule(
+            point, seed, lambda leaf, surrogate: self.objective(leaf, inverse_normal(surrogate))
+        )
+        return value, gradient
+
+    def _chain_rule(
+        self,
+        point: torch.Tensor,
+        seed: int | None,
+        function: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    ) -> tuple[float, float, torch.Tensor]:
+        """``p_A``, ``F = function(point, p_A)`` and ``∂F/∂point``: one Monte Carlo estimate of ``p_A`` and its
+        gradient with respect to the noise parameter, chained to ``point`` through ``p_A`` linearised at the
+        estimate, so that autograd applies the chain rule once."""
+        leaf = point.detach().requires_grad_(True)
         with torch.enable_grad():
-            parameter = self.noise_parameter(point)
+            parameter = self.noise_parameter(leaf)
             probability, gradient = self._estimate(parameter, seed)
-            # p_A as a function of the point to first order, so that autograd applies the chain rule once.
             surrogate = probability + (gradient * (parameter - parameter.detach())).sum()
-            value = self.objective(point, inverse_normal(surrogate))
-            (grad,) = torch.autograd.grad(value, point)
-        return float(value.detach()), grad
+            value = function(leaf, surrogate)
+            (grad,) = torch.autograd.grad(value, leaf)
+        return probability, float(value.detach()), grad
 
     def value(self, point: torch.Tensor, *, seed: int | None = None) -> float:
         """``J(point)`` from a soft estimate of ``p_A`` without gradients (same samples as the gradient's for the
