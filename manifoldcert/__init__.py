@@ -16,7 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from manifoldcert import geometry as geometry
 from manifoldcert import noises as noises
+from manifoldcert import optimize as optimize
 from manifoldcert.bounds import clopper_pearson_lower as clopper_pearson_lower
 from manifoldcert.certificate import Certificate as Certificate
 from manifoldcert.certificate import Ellipsoid as Ellipsoid
@@ -53,9 +55,11 @@ __all__ = [
     "build_model",
     "certify",
     "clopper_pearson_lower",
+    "geometry",
     "get_certifier",
     "load_checkpoint",
     "load_dataset",
     "noises",
+    "optimize",
     "train_model",
 ]
