@@ -121,6 +121,9 @@ class RowWriter:
                 handle.write("\t".join(COLUMNS) + "\n")
 
     def write(self, values: dict[str, Any]) -> None:
+        """Append one row, unless a resumed file already holds it (an image interrupted after some methods)."""
+        if (int(values["idx"]), values["method"], values["metric"]) in self.done:
+            return
         with open(self.path, "a", newline="") as handle:
             handle.write("\t".join(str(values[c]) for c in COLUMNS) + "\n")
         self.done.add((int(values["idx"]), values["method"], values["metric"]))
