@@ -228,6 +228,13 @@ def test_certify_with_a_data_dependent_method_and_metric(checkpoint, tmp_path):
     rows = _rows(out)
     assert [r["method"] for r in rows] == ["rddrs", "rddrs"]
     assert all(float(r["proxy_radius"]) >= float(r["radius_l2"]) - 1e-9 for r in rows)
+    geomstats_out = tmp_path / "rddrs-geomstats.tsv"
+    metric = ["--metric", "geomstats:SPDAffineMetric"]
+    assert (
+        main([*args[:-2], *metric, "--n", "200", "--n0", "20", "--max", "1", "--out", str(geomstats_out)])
+        == 0
+    )
+    assert _rows(geomstats_out)[0]["method"] == "rddrs"
     assert main([*args[:-2], "--metric", "nope", "--out", str(tmp_path / "x.tsv"), "--max", "1"]) == 2
     assert main([*args[:3], "--method", "cohen", "--metric", "log-euclidean", "--out", str(out)]) == 2
 
