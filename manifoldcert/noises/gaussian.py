@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from manifoldcert.geometry.covariance import Covariance
 from manifoldcert.noises.base import AbstractNoise, Scale, as_float, check_scale, resolve_dtype
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -124,11 +125,8 @@ class FullCovarianceGaussian(AbstractNoise):
         if covariance is not None:
             covariance = torch.as_tensor(covariance)
             _check_square(covariance, "covariance")
-            if not torch.allclose(covariance, covariance.mT, rtol=1e-5, atol=1e-8):
-                raise ValueError("covariance must be symmetric")
-            factor, info = torch.linalg.cholesky_ex(covariance)
-            if int(info) != 0:
-                raise ValueError("covariance must be positive definite (its Cholesky factorisation failed)")
+            checked = Covariance.full(covariance, "covariance")  # finite, symmetric, positive definite
+            factor = checked.factor.to(device=covariance.device, dtype=covariance.dtype)
         else:
             factor = torch.as_tensor(factor)
             _check_square(factor, "factor")
