@@ -508,11 +508,10 @@ class OptimisedSmoothing(AbstractCertifier):
         valid = [index for index, covariance in enumerate(covariances) if covariance is not None]
         chosen, scores = valid[-1], []  # the start is always valid; without a choice: the last valid iterate
         if self.choice_samples > 0 and len(valid) > 1:
+            built = {id(run.candidates[index].point): covariances[index] for index in valid}
             best, scores = choose_iterate(
                 [run.candidates[index] for index in valid],
-                lambda p: self._choice_score(
-                    x, top_class, objective.covariance(p), n, alpha, generator, batch_size
-                ),
+                lambda p: self._choice_score(x, top_class, built[id(p)], n, alpha, generator, batch_size),
             )
             chosen = valid[best]
         passes = run.evaluations * stage.samples + len(scores) * self.choice_samples
