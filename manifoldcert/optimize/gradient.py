@@ -157,9 +157,8 @@ class GradientOptimizer(abc.ABC):
             previous, point, steps = point, move.point, steps + 1
             if steps in keep:
                 kept.append((steps, point))
-        if (
-            len(history) == steps
-        ):  # the last iterate has no estimate yet (history[k] is the value after k steps)
+        # history[k] is the estimate after k steps; the last iterate may have none yet.
+        if len(history) == steps:
             history.append(_evaluate(objective, point, draw_seed(generator), gradient=False)[0])
             evaluations += 1
         if kept[-1][0] != steps:
