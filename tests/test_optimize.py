@@ -200,7 +200,7 @@ def test_candidates_stopping_reasons_and_errors():
 
 
 def test_choose_iterate_takes_the_best_score_and_the_earliest_of_ties():
-    candidates = [Iterate(step, torch.tensor(float(step)), 0.0) for step in (0, 5, 10)]
+    candidates = [Iterate(step, torch.tensor(float(step)), 0.0).point for step in (0, 5, 10)]
     assert choose_iterate(candidates, lambda p: {0.0: 1.0, 5.0: 2.0, 10.0: 2.0}[float(p)]) == (
         1,
         [1.0, 2.0, 2.0],

@@ -277,18 +277,17 @@ class StageResult:
 
 @dataclass(frozen=True)
 class ChainResult:
-    """The stages' results, first to last; :attr:`covariance` is the one CERTIFY uses."""
+    """The stages' results, first to last (never empty); :attr:`covariance` is the one CERTIFY uses."""
 
     stages: tuple[StageResult, ...]
-    start: Covariance
+
+    @property
+    def final(self) -> StageResult:
+        return self.stages[-1]
 
     @property
     def covariance(self) -> Covariance:
-        return self.stages[-1].covariance if self.stages else self.start
-
-    @property
-    def final(self) -> StageResult | None:
-        return self.stages[-1] if self.stages else None
+        return self.final.covariance
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -424,7 +423,7 @@ class OptimisedSmoothing(AbstractCertifier):
         )
         estimate = (int(counts[top_class]) + 0.5) / (m + 1)
         p_lower = clopper_pearson_lower(math.floor(estimate * n), n, alpha)
-        return 0.0 if p_lower < 0.5 else _inverse_normal_float(p_lower) * covariance.proxy_scale()
+        return _mahalanobis_radius(p_lower) * covariance.proxy_scale()
 
     def optimise(
         self,
@@ -445,14 +444,17 @@ class OptimisedSmoothing(AbstractCertifier):
         self.check_resources(x)
         start = self.start_covariance(x)
         covariance, floor = start, float(start.eigenvalues()[0].sqrt())
+        stages = self.stages()
+        if not stages:
+            raise ValueError(f"{type(self).__name__}.stages() returned no stage")
         results: list[StageResult] = []
-        for stage in self.stages():
+        for stage in stages:
             result = self._run_stage(stage, x, top_class, covariance, floor, n, alpha, generator, batch_size)
             results.append(result)
             covariance = result.covariance
             if stage.family.defines_floor:
                 floor = float(covariance.eigenvalues()[0].sqrt())
-        return ChainResult(tuple(results), start)
+        return ChainResult(tuple(results))
 
     def run_stage(
         self,
@@ -508,10 +510,11 @@ class OptimisedSmoothing(AbstractCertifier):
         valid = [index for index, covariance in enumerate(covariances) if covariance is not None]
         chosen, scores = valid[-1], []  # the start is always valid; without a choice: the last valid iterate
         if self.choice_samples > 0 and len(valid) > 1:
-            built = {id(run.candidates[index].point): covariances[index] for index in valid}
             best, scores = choose_iterate(
-                [run.candidates[index] for index in valid],
-                lambda p: self._choice_score(x, top_class, built[id(p)], n, alpha, generator, batch_size),
+                [covariances[index] for index in valid],
+                lambda covariance: self._choice_score(
+                    x, top_class, covariance, n, alpha, generator, batch_size
+                ),
             )
             chosen = valid[best]
         passes = run.evaluations * stage.samples + len(scores) * self.choice_samples
@@ -536,7 +539,7 @@ class OptimisedSmoothing(AbstractCertifier):
             x, self._noise(covariance), n, generator=self._generator_for(generator), batch_size=batch_size
         )
         p_lower = clopper_pearson_lower(int(counts[top_class]), n, alpha)
-        return p_lower, 0.0 if p_lower < 0.5 else _inverse_normal_float(p_lower)
+        return p_lower, _mahalanobis_radius(p_lower)
 
     def noise_for(self, x: torch.Tensor) -> AbstractNoise:
         """The noise this certifier would use at ``x``: SELECT on ``n0 = 100`` votes, then OPTIMISE."""
@@ -594,16 +597,14 @@ class OptimisedSmoothing(AbstractCertifier):
         final = chain.final
         params = {
             "sigma_start": self.sigma,
-            "sigma_floor": final.floor
-            if final is not None
-            else math.sqrt(float(chain.start.eigenvalues()[0])),
+            "sigma_floor": final.floor,
             "chain": ">".join(result.name for result in chain.stages),
-            "iterations": final.run.iterations if final is not None else 0,
-            "stop_reason": final.run.stopping_reason if final is not None else "max iterations",
-            "objective": final.run.candidates[final.chosen].value if final is not None else math.nan,
-            "start_objective": final.run.start_value if final is not None else math.nan,
-            "chosen_step": final.chosen_step if final is not None else 0,
-            "choice_scores": list(final.choice_scores) if final is not None else [],
+            "iterations": final.run.iterations,
+            "stop_reason": final.run.stopping_reason,
+            "objective": final.run.candidates[final.chosen].value,
+            "start_objective": final.run.start_value,
+            "chosen_step": final.chosen_step,
+            "choice_scores": list(final.choice_scores),
             "memory": status,
             **self.method_params(),
         }
@@ -698,8 +699,9 @@ def _covariance_or_none(objective: SmoothingObjective, point: torch.Tensor) -> C
         return None
 
 
-def _inverse_normal_float(p: float) -> float:
-    return float(torch.special.ndtri(torch.tensor(p, dtype=torch.float64)))
+def _mahalanobis_radius(p_lower: float) -> float:
+    """``r = Φ⁻¹(p_lower)``, the radius of ``{δ : δᵀΣ⁻¹δ < r²}`` (0 when ``p_lower < 1/2``: abstain)."""
+    return 0.0 if p_lower < 0.5 else float(torch.special.ndtri(torch.tensor(p_lower, dtype=torch.float64)))
 
 
 def _check_kappa(kappa: float) -> float:
@@ -714,33 +716,25 @@ def _check_iterations(iterations: int) -> int:
     return iterations
 
 
-@dataclass(frozen=True)
-class _Budget:
-    """``iterations`` steps of ``opt_samples`` samples with step size ``learning_rate`` (plus extra keys)."""
-
-    iterations: int
-    opt_samples: int
-    learning_rate: float
-
-    def updated(
-        self, options: Mapping[str, Any] | None, name: str, extra: tuple[str, ...] = ()
-    ) -> dict[str, Any]:
-        """These settings with the keys of ``options`` replaced (an error names unknown keys)."""
-        options = dict(options or {})
-        valid = ("iterations", "learning_rate", "opt_samples", *extra)
-        unknown = sorted(set(options) - set(valid))
-        if unknown:
-            raise ValueError(f"unknown {name} keys {unknown}; valid keys are: {', '.join(sorted(valid))}")
-        merged = {
-            "iterations": self.iterations,
-            "opt_samples": self.opt_samples,
-            "learning_rate": self.learning_rate,
-        }
-        merged.update(options)
-        _check_iterations(merged["iterations"])
-        check_positive_int(merged["opt_samples"], f"{name} opt_samples")
-        check_positive_float(merged["learning_rate"], f"{name} learning_rate")
-        return merged
+def _budget(
+    name: str,
+    iterations: int,
+    opt_samples: int,
+    learning_rate: float,
+    options: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A stage's ``iterations``, ``opt_samples`` and ``learning_rate``: the defaults given, with the keys of
+    ``options`` replaced (an error names unknown keys), checked."""
+    options = dict(options or {})
+    valid = ("iterations", "learning_rate", "opt_samples")
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown {name} keys {unknown}; valid keys are: {', '.join(valid)}")
+    merged = {"iterations": iterations, "opt_samples": opt_samples, "learning_rate": learning_rate, **options}
+    _check_iterations(merged["iterations"])
+    check_positive_int(merged["opt_samples"], f"{name} opt_samples")
+    check_positive_float(merged["learning_rate"], f"{name} learning_rate")
+    return merged
 
 
 def _ddrs_stage(settings: Mapping[str, Any], n_candidates: int) -> Stage:
@@ -792,10 +786,7 @@ class DDRS(OptimisedSmoothing):
         **options: Any,
     ) -> None:
         super().__init__(model, **options)
-        self._settings = _Budget(_check_iterations(iterations), opt_samples, learning_rate).updated(
-            None, "ddrs"
-        )
-        self._stages = (_ddrs_stage(self._settings, n_candidates),)
+        self._stages = (_ddrs_stage(_budget("ddrs", iterations, opt_samples, learning_rate), n_candidates),)
 
     def stages(self) -> tuple[Stage, ...]:
         return self._stages
@@ -846,8 +837,8 @@ class ANCER(OptimisedSmoothing):
         super().__init__(model, **options)
         self.kappa = _check_kappa(kappa)
         self.start = check_name(start, STARTS["ancer"], "ancer start")
-        own = _Budget(_check_iterations(iterations), opt_samples, learning_rate).updated(None, "ancer")
-        ddrs = _Budget(own["iterations"], 100, 0.1).updated(ddrs_options, "ddrs_options")
+        own = _budget("ancer", iterations, opt_samples, learning_rate)
+        ddrs = _budget("ddrs_options", own["iterations"], 100, 0.1, ddrs_options)
         chain = [_ddrs_stage(ddrs, n_candidates)] if self.start == "ddrs" else []
         self._stages = (*chain, _ancer_stage(own, self.kappa, n_candidates))
 
@@ -931,7 +922,7 @@ class RDDRS(OptimisedSmoothing):
             self.metric = metric
         else:
             self.metric = resolve_metric(metric, dim).name  # refuse a bad metric now, not at the first input
-        own = _Budget(_check_iterations(iterations), opt_samples, learning_rate).updated(None, "rddrs")
+        own = _budget("rddrs", iterations, opt_samples, learning_rate)
         if optimizer is None:
             optimizer = RiemannianAscent(
                 own["learning_rate"],
@@ -942,10 +933,10 @@ class RDDRS(OptimisedSmoothing):
         elif not isinstance(optimizer, GradientOptimizer):
             raise TypeError(f"optimizer must be a manifoldcert.optimize.GradientOptimizer, got {optimizer!r}")
         self.optimizer = optimizer
-        ddrs = _Budget(100, 100, 0.1).updated(ddrs_options, "ddrs_options")
+        ddrs = _budget("ddrs_options", 100, 100, 0.1, ddrs_options)
         ancer_options = dict(ancer_options or {})
         self.ancer_kappa = _check_kappa(ancer_options.pop("kappa", 2.0))
-        ancer = _Budget(100, 100, 0.04).updated(ancer_options, "ancer_options")
+        ancer = _budget("ancer_options", 100, 100, 0.04, ancer_options)
         chain: list[Stage] = []
         if self.initial_covariance is None and self.start != "sigma":
             chain.append(_ddrs_stage(ddrs, n_candidates))

@@ -77,14 +77,14 @@ class Covariance:
                 raise ValueError(f"the covariance is {value.dim}×{value.dim}, expected {dim}×{dim}")
             return value
         tensor = _float64(value)
-        if tensor.dim() == 0:
-            return cls.isotropic(math.sqrt(float(tensor)), dim) if float(tensor) > 0 else cls.diagonal(tensor)
-        if tensor.dim() == 1:
-            if tensor.numel() != dim:
-                raise ValueError(f"a diagonal covariance needs {dim} variances, got {tensor.numel()}")
-            if not bool(torch.isfinite(tensor).all()) or not bool((tensor > 0).all()):
+        if tensor.dim() <= 1:
+            variances = tensor.expand(dim) if tensor.dim() == 0 else tensor
+            if variances.numel() != dim:
+                raise ValueError(f"a diagonal covariance needs {dim} variances, got {variances.numel()}")
+            if not bool(torch.isfinite(variances).all()) or not bool((variances > 0).all()):
                 raise ValueError("variances must be finite and > 0")
-            return cls("diagonal", dim, variances=tensor)
+            kind = "isotropic" if tensor.dim() == 0 else "diagonal"
+            return cls(kind, dim, variances=variances.clone())
         if tuple(tensor.shape) != (dim, dim):
             raise ValueError(f"a full covariance must be {dim}×{dim}, got {tuple(tensor.shape)}")
         return cls.full(tensor, "the shape matrix")

@@ -76,12 +76,18 @@ def check_spd(matrix: torch.Tensor, name: str = "matrix", *, tol: float | None =
         When a matrix is not square, not finite, not symmetric or not positive definite (the message gives
         the smallest eigenvalue).
     """
+    _smallest_eigenvalue(matrix, name, tol)
+    return matrix
+
+
+def _smallest_eigenvalue(matrix: torch.Tensor, name: str, tol: float | None = None) -> float:
+    """The checks of :func:`check_spd`; returns the smallest eigenvalue (``inf`` for an empty batch)."""
     check_square(matrix, name)
     detached = matrix.detach()
     if not bool(torch.isfinite(detached).all()):
         raise ValueError(f"{name} contains NaN or infinite values")
     if detached.numel() == 0:
-        return matrix
+        return math.inf
     tol = math.sqrt(torch.finfo(matrix.dtype).eps) if tol is None else float(tol)
     asymmetry = float((detached - detached.mT).abs().max())
     allowed = tol * float(detached.abs().max())
@@ -90,7 +96,7 @@ def check_spd(matrix: torch.Tensor, name: str = "matrix", *, tol: float | None =
     smallest = float(torch.linalg.eigvalsh(symmetric_part(detached.double())).min())
     if not smallest > 0:
         raise ValueError(f"{name} is not positive definite: its smallest eigenvalue is {smallest:.6g}")
-    return matrix
+    return smallest
 
 
 @final
@@ -139,18 +145,16 @@ class SPDMatrices(OpenSetManifold):
         return f"SPDMatrices({self.n}, metric={self.metric!r}, min_eigenvalue={self.min_eigenvalue:.6g})"
 
     def check_point(self, point: torch.Tensor, name: str = "point") -> torch.Tensor:
-        check_spd(point, name)
+        smallest = _smallest_eigenvalue(point, name)
         if point.shape[-1] != self.n:
             raise ValueError(
                 f"{name} is {point.shape[-1]}×{point.shape[-1]} but the manifold is SPD({self.n})"
             )
-        if self.min_eigenvalue > 0:
-            smallest = float(torch.linalg.eigvalsh(symmetric_part(point.detach().double())).min())
-            if smallest < self.min_eigenvalue * (1 - 1e-9):
-                raise ValueError(
-                    f"{name} violates the floor λ_min >= {self.min_eigenvalue:.6g}: its smallest eigenvalue is "
-                    f"{smallest:.6g}"
-                )
+        if smallest < self.min_eigenvalue * (1 - 1e-9):
+            raise ValueError(
+                f"{name} violates the floor λ_min >= {self.min_eigenvalue:.6g}: its smallest eigenvalue is "
+                f"{smallest:.6g}"
+            )
         return point
 
     def exp(self, tangent_vec: torch.Tensor, base_point: torch.Tensor) -> torch.Tensor:
