@@ -12,11 +12,22 @@ is there, CPU otherwise) and returns
 
 Randomness comes only from the ``generator`` argument; :meth:`MonteCarloEstimator.generator` makes one on the
 model's device from a seed.
+
+:meth:`MonteCarloEstimator.run_jobs` is the cross-input scheduler: many inputs' vote requests (:class:`VoteJob`)
+packed into shared forward batches of at most ``batch_size`` noisy inputs, slots refilled from unfinished inputs
+as others stop. Each job's noise is drawn from its own generator in pieces that depend on the job alone, so its
+votes do not depend on which other inputs share its batches.
+
+The forward pass can be made faster on accelerators, each opt-in: ``autocast`` (bf16 / fp16 mixed precision),
+``channels_last`` (NHWC memory layout for convolutions) and ``compile`` (``torch.compile``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import abc
+import contextlib
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -51,8 +62,71 @@ def batch_sizes(n_samples: int, batch_size: int) -> Iterator[int]:
         yield rest
 
 
+#: Mixed-precision dtypes ``autocast`` accepts per device type (CPU autocast in fp16 is not offered: it is slow
+#: and partial); CUDA bf16 also needs a device that supports it.
+AUTOCAST_DTYPES = {"cuda": (torch.float16, torch.bfloat16), "cpu": (torch.bfloat16,)}
+
+
+def resolve_autocast(autocast: torch.dtype | str | None, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``device`` (``None``: full precision); a clear error for one it does not support."""
+    if autocast is None:
+        return None
+    names = {
+        "bf16": torch.bfloat16,
+        "bfloat16": torch.bfloat16,
+        "fp16": torch.float16,
+        "float16": torch.float16,
+    }
+    dtype = names.get(autocast) if isinstance(autocast, str) else autocast
+    supported = AUTOCAST_DTYPES.get(device.type, ())
+    if dtype not in supported or (
+        device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported()
+    ):
+        offered = ", ".join(str(d).removeprefix("torch.") for d in supported) or "none"
+        raise ValueError(f"autocast={autocast!r} is not supported on {device.type} (supported: {offered})")
+    return dtype
+
+
+class VoteJob(abc.ABC):
+    """One input's vote counting as :meth:`MonteCarloEstimator.run_jobs` serves it.
+
+    The job asks for a number of votes (:meth:`request`), receives their counts (:meth:`receive`), and asks again
+    until it is done. ``x``, ``noise`` and ``generator`` say what to draw; ``noise`` may change between requests.
+    """
+
+    x: torch.Tensor
+    noise: AbstractNoise
+    generator: torch.Generator | None
+
+    @abc.abstractmethod
+    def request(self) -> int | None:
+        """Votes wanted before the job looks at its counts again; ``None`` when it is finished."""
+
+    @abc.abstractmethod
+    def receive(self, counts: torch.Tensor) -> None:
+        """Counts ``(num_classes,)`` (int64, CPU) of exactly the votes last requested."""
+
+
+class _Slot:
+    """A job in the scheduler: its input on the device, the pieces of its request not yet drawn, their counts."""
+
+    def __init__(self, job: VoteJob, x: torch.Tensor, batch_size: int) -> None:
+        self.job, self.x, self.batch_size = job, x, batch_size
+        self.pieces: deque[int] = deque()
+        self.counts: torch.Tensor | None = None
+
+    def advance(self) -> bool:
+        """Take the job's next request; False when it is finished."""
+        wanted = self.job.request()
+        if wanted is None:
+            return False
+        self.pieces.extend(batch_sizes(check_positive_int(wanted, "requested votes"), self.batch_size))
+        self.counts = None
+        return True
+
+
 class MonteCarloEstimator:
-    """Batched Monte Carlo estimates of a smoothed classifier at one input.
+    """Batched Monte Carlo estimates of a smoothed classifier at one input (or many, through :meth:`run_jobs`).
 
     Parameters
     ----------
@@ -63,14 +137,36 @@ class MonteCarloEstimator:
         Largest number of noisy inputs evaluated at once (the memory knob).
     num_classes : int, optional
         Number of classes; read from the first batch of logits when omitted.
+    autocast : torch.dtype or {"bf16", "fp16"}, optional
+        Run the forward passes of vote counting under ``torch.autocast`` in this dtype (CUDA: fp16 or bf16;
+        CPU: bf16). Votes then come from the reduced-precision model — a different base classifier, certified
+        as such. Gradients and soft smoothing stay in full precision.
+    channels_last : bool
+        Put the model and 4-D inputs in channels-last memory layout (faster convolutions on GPUs).
+    compile : bool
+        Run the forward passes through ``torch.compile(model)``.
     """
 
-    def __init__(self, model: nn.Module, *, batch_size: int = 1000, num_classes: int | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        batch_size: int = 1000,
+        num_classes: int | None = None,
+        autocast: torch.dtype | str | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
+    ) -> None:
         self.model = model.eval()
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.num_classes = None if num_classes is None else check_positive_int(num_classes, "num_classes")
         self.device = model_device(model)
         self.dtype = model_dtype(model)
+        self.autocast = resolve_autocast(autocast, self.device)
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self._forward_model = torch.compile(self.model) if compile else self.model
 
     def generator(self, seed: int) -> torch.Generator:
         """A ``torch.Generator`` on the model's device, seeded with ``seed``."""
@@ -84,10 +180,26 @@ class MonteCarloEstimator:
         return x.to(device=self.device, dtype=self.dtype), batch_size
 
     def _forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Logits of the base classifier (full precision, for gradients and soft smoothing)."""
         logits = self.model(inputs)
         if self.num_classes is None:
             self.num_classes = int(logits.shape[1])
         return logits
+
+    def _votes(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Top-1 classes of a batch, through the opt-in fast forward (autocast, channels-last, compile)."""
+        if self.channels_last and inputs.dim() == 4:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        precision = (
+            torch.autocast(self.device.type, dtype=self.autocast)
+            if self.autocast is not None
+            else contextlib.nullcontext()
+        )
+        with precision:
+            logits = self._forward_model(inputs)
+        if self.num_classes is None:
+            self.num_classes = int(logits.shape[1])
+        return logits.argmax(1)
 
     def _noisy_logits(self, x: torch.Tensor, noise: AbstractNoise, size: int, generator) -> torch.Tensor:
         return self._forward(noise.perturb(x.unsqueeze(0).expand(size, *x.shape), generator=generator))
@@ -97,7 +209,7 @@ class MonteCarloEstimator:
         counts = None
         with torch.inference_mode():
             for inputs in batches:
-                batch_counts = torch.bincount(self._forward(inputs).argmax(1), minlength=self.num_classes)
+                batch_counts = torch.bincount(self._votes(inputs), minlength=self.num_classes)
                 counts = batch_counts if counts is None else counts + batch_counts
         return counts.cpu()
 
@@ -197,3 +309,70 @@ class MonteCarloEstimator:
             probs = probs.detach()
             total = probs if total is None else total + probs
         return (total / n_samples).cpu(), tuple(g / n_samples for g in gradients)
+
+    def run_jobs(
+        self, jobs: Iterable[VoteJob], *, batch_size: int | None = None, max_active: int = 64
+    ) -> Iterator[VoteJob]:
+        """Serve many inputs' vote requests in shared forward batches; yield each job as it finishes.
+
+        Up to ``max_active`` jobs are open at once; each batch packs whole pieces of their requests (a request
+        is split into pieces of at most ``batch_size`` exactly as :meth:`class_counts` splits ``n_samples``)
+        until the next piece would overflow ``batch_size``, so memory is bounded by ``batch_size`` noisy inputs
+        and a job's noise does not depend on the other jobs. Finished jobs free their slot for the next one of
+        ``jobs`` (read lazily). A single job gets exactly the votes :meth:`class_counts` would give it.
+        """
+        batch_size = self.batch_size if batch_size is None else check_positive_int(batch_size, "batch_size")
+        check_positive_int(max_active, "max_active")
+        source = iter(jobs)
+        active: deque[_Slot] = deque()
+        exhausted = False
+        while True:
+            while not exhausted and len(active) < max_active:
+                job = next(source, None)
+                if job is None:
+                    exhausted = True
+                    break
+                slot = _Slot(job, job.x.to(device=self.device, dtype=self.dtype), batch_size)
+                if slot.advance():
+                    active.append(slot)
+                else:
+                    yield job
+            if not active:
+                return
+            served, sizes, free = [], [], batch_size
+            for slot in active:
+                while slot.pieces and slot.pieces[0] <= free:
+                    served.append(slot)
+                    sizes.append(slot.pieces.popleft())
+                    free -= sizes[-1]
+                if free == 0:
+                    break
+            for slot, piece_counts in zip(served, self._count_pieces(served, sizes), strict=True):
+                slot.counts = piece_counts if slot.counts is None else slot.counts + piece_counts
+            finished = []
+            for slot in dict.fromkeys(served):  # each served job once, in order
+                if not slot.pieces:
+                    slot.job.receive(slot.counts)
+                    if not slot.advance():
+                        active.remove(slot)
+                        finished.append(slot.job)
+            active.rotate(-1)  # the next batch starts with another job
+            yield from finished
+
+    def _count_pieces(self, slots: Sequence[_Slot], sizes: Sequence[int]) -> torch.Tensor:
+        """Votes per piece ``(len(sizes), num_classes)`` of one packed forward batch."""
+        with torch.inference_mode():
+            noisy = [
+                slot.job.noise.perturb(
+                    slot.x.unsqueeze(0).expand(size, *slot.x.shape), generator=slot.job.generator
+                )
+                for slot, size in zip(slots, sizes, strict=True)
+            ]
+            votes = self._votes(noisy[0] if len(noisy) == 1 else torch.cat(noisy))
+            if len(sizes) == 1:
+                return torch.bincount(votes, minlength=self.num_classes).unsqueeze(0).cpu()
+            owners = torch.repeat_interleave(
+                torch.arange(len(sizes), device=votes.device), torch.tensor(sizes, device=votes.device)
+            )
+            k = self.num_classes
+            return torch.bincount(owners * k + votes, minlength=len(sizes) * k).view(len(sizes), k).cpu()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import abc
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -27,14 +27,24 @@ from tqdm.auto import tqdm
 from manifoldcert._validation import check_alpha, check_input, check_name, check_positive_int
 from manifoldcert.bounds import (
     binomial_test_pvalue,
-    clopper_pearson_lower,
     hoeffding_lower,
     hoeffding_upper,
     top_two_bounds,
 )
 from manifoldcert.certificate import NORMS, Certificate, implied_radius
+from manifoldcert.confidence_sequences import ConfidenceSequence, resolve_sequence
 from manifoldcert.estimator import MonteCarloEstimator
 from manifoldcert.noises import AbstractNoise
+from manifoldcert.sequential import (
+    CertificationStream,
+    SequentialPlan,
+    check_label,
+    check_radii,
+    stream_params,
+)
+
+#: ``certify(sequential=...)``: a confidence sequence, its name, or True for the default one.
+Sequential = ConfidenceSequence | str | bool | None
 
 DEFAULT_N0 = 100
 DEFAULT_N = 100_000
@@ -119,16 +129,6 @@ class AbstractCertifier(abc.ABC):
         check_positive_int(n, "n")
         return x, check_alpha(alpha)
 
-    def _select_and_count(
-        self, x: torch.Tensor, noise: AbstractNoise, n0: int, n: int, *, generator, batch_size: int | None
-    ) -> tuple[int, torch.Tensor]:
-        """Cohen et al.'s two stages with votes: the top class on ``n0`` samples, then counts of ``n`` fresh ones."""
-        estimator = self.require_estimator()
-        selection = estimator.class_counts(x, noise, n0, generator=generator, batch_size=batch_size)
-        return int(selection.argmax()), estimator.class_counts(
-            x, noise, n, generator=generator, batch_size=batch_size
-        )
-
     # -- the contract ---------------------------------------------------------------------------------------
     @abc.abstractmethod
     def certify(
@@ -190,15 +190,129 @@ class AbstractCertifier(abc.ABC):
             return None
         return int(top2.indices[0])
 
+    def _sequential_plan(
+        self,
+        sequential: Sequential,
+        *,
+        radii: Sequence[float] | None,
+        target_radius: float | None,
+        max_n: int | None,
+        n: int,
+        alpha: float,
+        radius_of: Callable[[float], float],
+    ) -> SequentialPlan | None:
+        """The stopping rule of ``certify(sequential=...)``, or ``None`` for Cohen et al.'s fixed ``n``.
+
+        ``radius_of`` maps a top-class probability to the certificate's radius in :attr:`native_norm`; the
+        requested ``radii`` are in that norm; ``max_n`` defaults to ``n``.
+        """
+        if sequential is None or sequential is False:
+            if radii is not None or target_radius is not None or max_n is not None:
+                raise ValueError("radii, target_radius and max_n apply to sequential=... certification only")
+            return None
+        max_n = n if max_n is None else check_positive_int(max_n, "max_n")
+        sequence = resolve_sequence(sequential, alpha)
+        return SequentialPlan.build(sequence, radius_of, check_radii(radii, target_radius), max_n)
+
     def certify_batch(
-        self, xs: torch.Tensor | Iterable[torch.Tensor], *, progress: bool = True, **options: Any
+        self,
+        xs: torch.Tensor | Iterable[torch.Tensor],
+        *,
+        progress: bool = True,
+        generators: Sequence[torch.Generator | None] | None = None,
+        **options: Any,
     ) -> list[Certificate]:
-        """Certify each input of ``xs`` (a batch tensor or an iterable of inputs) with the same options."""
+        """Certify each input of ``xs`` (a batch tensor or an iterable of inputs) with the same options.
+
+        ``generators`` gives each input its own random stream (default: the certifier's generator); see
+        :meth:`iter_certify` for how inputs share forward batches.
+        """
         items = list(xs)
-        return [self.certify(x, **options) for x in tqdm(items, desc=self.name, disable=not progress)]
+        if generators is not None and len(generators) != len(items):
+            raise ValueError(f"got {len(generators)} generators for {len(items)} inputs")
+        streams = [None] * len(items) if generators is None else list(generators)
+        certificates: list[Certificate | None] = [None] * len(items)
+        inputs = ((index, x, streams[index]) for index, x in enumerate(items))
+        for index, certificate in self.iter_certify(inputs, total=len(items), progress=progress, **options):
+            certificates[index] = certificate
+        return certificates
+
+    def iter_certify(
+        self,
+        inputs: Iterable[tuple[Hashable, torch.Tensor, torch.Generator | None]],
+        *,
+        total: int | None = None,
+        progress: bool = True,
+        max_active: int = 64,
+        **options: Any,
+    ) -> Iterator[tuple[Hashable, Certificate]]:
+        """Certify ``(key, x, generator)`` triples (read lazily), yielding ``(key, certificate)`` as each finishes.
+
+        Certifiers whose certificate is one vote stream per input (:class:`VoteStreamCertifier`) go through the
+        estimator's cross-input scheduler: up to ``max_active`` inputs share forward batches of ``batch_size``
+        noisy inputs, so short (sequential) streams fill the batches together; results may then come out of
+        order. Every other certifier certifies one input after the other. Each input's certificate is the one
+        ``certify(x, generator=generator, **options)`` gives.
+        """
+        bar = tqdm(total=total, desc=self.name, disable=not progress)
+        try:
+            if isinstance(self, VoteStreamCertifier) and self.streams_votes:
+                estimator = self.require_estimator()
+
+                def opened() -> Iterator[CertificationStream]:
+                    for key, x, generator in inputs:
+                        stream = self.open_stream(x, generator=generator, **options)
+                        stream.context["key"] = key
+                        yield stream
+
+                finished = estimator.run_jobs(
+                    opened(), batch_size=options.get("batch_size"), max_active=max_active
+                )
+                for stream in finished:
+                    bar.update()
+                    yield stream.context["key"], self.close_stream(stream)
+            else:
+                for key, x, generator in inputs:
+                    certificate = self.certify(x, generator=generator, **options)
+                    bar.update()
+                    yield key, certificate
+        finally:
+            bar.close()
 
 
-class SmoothingCertifier(AbstractCertifier):
+class VoteStreamCertifier(AbstractCertifier):
+    """A certifier whose certificate is read off one vote stream per input (SELECT, then bound the top class).
+
+    It opens a :class:`~manifoldcert.sequential.CertificationStream` for an input (:meth:`open_stream`) and turns
+    the finished stream into a certificate (:meth:`close_stream`); ``certify`` runs the one stream, and
+    :meth:`~AbstractCertifier.iter_certify` runs many through the estimator's cross-input scheduler. Both
+    fixed-n and sequential certification (``sequential=``, ``radii=`` / ``target_radius=``, ``max_n=``) and the
+    evaluation mode (``label=``) come with it; see :mod:`manifoldcert.sequential`.
+    """
+
+    @property
+    def streams_votes(self) -> bool:
+        """Whether this configuration certifies through a vote stream (False e.g. for soft smoothing)."""
+        return True
+
+    @abc.abstractmethod
+    def open_stream(self, x: torch.Tensor, **options: Any) -> CertificationStream:
+        """Validate the input and options of ``certify`` and open the input's stream (nothing is drawn yet)."""
+
+    @abc.abstractmethod
+    def close_stream(self, stream: CertificationStream) -> Certificate:
+        """The certificate of a finished stream."""
+
+    def _certify_stream(self, x: torch.Tensor, **options: Any) -> Certificate:
+        """``certify`` through one stream."""
+        stream = self.open_stream(x, **options)
+        jobs = self.require_estimator().run_jobs([stream], batch_size=options.get("batch_size"))
+        for _ in jobs:
+            pass
+        return self.close_stream(stream)
+
+
+class SmoothingCertifier(VoteStreamCertifier):
     """A fixed noise whose certified radius is a closed function of ``p_A`` (and optionally ``p_B``).
 
     ``certify`` follows Cohen et al.'s CERTIFY: ``n0`` samples select the class, ``n`` fresh samples bound its
@@ -306,6 +420,10 @@ class SmoothingCertifier(AbstractCertifier):
             return 0.0
         return self.convert_radius(self._native_radius(p_a, p_b), norm, dim)
 
+    @property
+    def streams_votes(self) -> bool:
+        return not self.soft
+
     def certify(
         self,
         x: torch.Tensor,
@@ -316,31 +434,183 @@ class SmoothingCertifier(AbstractCertifier):
         batch_size: int | None = None,
         generator: torch.Generator | None = None,
         runner_up: bool = False,
+        sequential: Sequential = None,
+        radii: Sequence[float] | None = None,
+        target_radius: float | None = None,
+        max_n: int | None = None,
+        label: int | None = None,
     ) -> Certificate:
+        """Certify one input: Cohen et al.'s CERTIFY, or its sequential form.
+
+        Parameters
+        ----------
+        x : Tensor
+            One input of shape ``(C, H, W)`` or ``(d,)``.
+        n0, n, alpha, batch_size, generator
+            Cohen et al.'s selection and bounding sample sizes, the level, the forward batch and the random
+            stream.
+        runner_up : bool
+            Bound ``p_A`` and ``p_B`` together (fixed n, hard smoothing only).
+        sequential : True, str or ConfidenceSequence, optional
+            Stop each input's votes as soon as its answer is settled (see :mod:`manifoldcert.sequential`):
+            ``True`` or ``"mixture"`` (the Beta-mixture confidence sequence), ``"clopper-pearson"`` (union-bound
+            schedule), or an instance. Hard smoothing only.
+        radii, target_radius : optional
+            With ``sequential``: the radii (in :attr:`native_norm`, strictly increasing) whose certification
+            settles an input, or one target radius.
+        max_n : int, optional
+            With ``sequential``: at most this many bounding votes (default ``n``).
+        label : int, optional
+            Evaluation mode (sequential or not): bound this true label instead of SELECT's class — for benchmark
+            tables, not for deployment (it reads the ground truth).
+        """
+        if self.soft:
+            return self._certify_soft(
+                x,
+                n0=n0,
+                n=n,
+                alpha=alpha,
+                batch_size=batch_size,
+                generator=generator,
+                runner_up=runner_up,
+                sequential=sequential,
+                label=label,
+            )
+        return self._certify_stream(
+            x,
+            n0=n0,
+            n=n,
+            alpha=alpha,
+            batch_size=batch_size,
+            generator=generator,
+            runner_up=runner_up,
+            sequential=sequential,
+            radii=radii,
+            target_radius=target_radius,
+            max_n=max_n,
+            label=label,
+        )
+
+    def open_stream(
+        self,
+        x: torch.Tensor,
+        *,
+        n0: int = DEFAULT_N0,
+        n: int = DEFAULT_N,
+        alpha: float = DEFAULT_ALPHA,
+        batch_size: int | None = None,
+        generator: torch.Generator | None = None,
+        runner_up: bool = False,
+        sequential: Sequential = None,
+        radii: Sequence[float] | None = None,
+        target_radius: float | None = None,
+        max_n: int | None = None,
+        label: int | None = None,
+    ) -> CertificationStream:
+        self.require_estimator()
+        x, alpha = self._check_protocol(x, n0, n, alpha)
+        if batch_size is not None:
+            check_positive_int(batch_size, "batch_size")
+        if self.soft:
+            raise ValueError(
+                "soft smoothing averages softmax scores, not votes: it has no vote stream (and sequential "
+                "certification, whose confidence sequences bound a binomial proportion, does not apply to it)"
+            )
+        p_alpha = self._probability_alpha(alpha)
+        dim = x.numel()
+        plan = self._sequential_plan(
+            sequential,
+            radii=radii,
+            target_radius=target_radius,
+            max_n=max_n,
+            n=n,
+            alpha=p_alpha,
+            radius_of=lambda p: self.radius_for(p, dim=dim) if p > 0.5 else 0.0,
+        )
+        if runner_up and plan is not None:
+            raise ValueError("runner_up=True is available with a fixed n only, not with sequential=...")
+        stream = CertificationStream(
+            x,
+            self.noise,
+            self._generator_for(generator),
+            n0=n0,
+            n=n,
+            alpha=p_alpha,
+            plan=plan,
+            label=check_label(label),
+        )
+        stream.context.update(start=time.perf_counter(), dim=dim, alpha=alpha, runner_up=runner_up)
+        return stream
+
+    def close_stream(self, stream: CertificationStream) -> Certificate:
+        context = stream.context
+        top_class, dim = stream.top_class, context["dim"]
+        if context["runner_up"]:
+            p_lower, p_upper_b = top_two_bounds(stream.counts.numpy(), top_class, stream.alpha)
+        else:
+            p_lower, p_upper_b = stream.p_lower, None
+        return self._smoothing_certificate(
+            top_class,
+            p_lower,
+            p_upper_b,
+            dim,
+            n0=stream.n0_used,
+            n=stream.n_used,
+            alpha=context["alpha"],
+            seconds=time.perf_counter() - context["start"],
+            extra=stream_params(stream),
+        )
+
+    def _certify_soft(
+        self,
+        x: torch.Tensor,
+        *,
+        n0: int,
+        n: int,
+        alpha: float,
+        batch_size: int | None,
+        generator: torch.Generator | None,
+        runner_up: bool,
+        sequential: Sequential,
+        label: int | None,
+    ) -> Certificate:
+        """Soft smoothing: the top class of the mean softmax on ``n0`` samples, Hoeffding's bound on ``n``."""
         estimator = self.require_estimator()
         x, alpha = self._check_protocol(x, n0, n, alpha)
-        if runner_up and self.soft:
+        if runner_up:
             raise ValueError("runner_up=True is available for hard (vote) smoothing only")
+        if sequential not in (None, False) or label is not None:
+            raise ValueError(
+                "sequential certification and the evaluation mode bound vote counts (a binomial proportion); "
+                "soft smoothing averages softmax scores, to which they do not apply: use hard smoothing"
+            )
         generator = self._generator_for(generator)
         start = time.perf_counter()
         p_alpha = self._probability_alpha(alpha)
-        # Stage 1: choose the class on n0 samples; stage 2: bound its probability on n fresh samples.
-        if self.soft:
-            top_class = int(
-                estimator.mean_softmax(x, self.noise, n0, generator=generator, batch_size=batch_size).argmax()
-            )
-            mean = estimator.mean_softmax(x, self.noise, n, generator=generator, batch_size=batch_size)
-            p_lower, p_upper_b = hoeffding_lower(float(mean[top_class]), n, p_alpha), None
-        else:
-            top_class, counts = self._select_and_count(
-                x, self.noise, n0, n, generator=generator, batch_size=batch_size
-            )
-            if runner_up:
-                p_lower, p_upper_b = top_two_bounds(counts.numpy(), top_class, p_alpha)
-            else:
-                p_lower, p_upper_b = clopper_pearson_lower(int(counts[top_class]), n, p_alpha), None
+        top_class = int(
+            estimator.mean_softmax(x, self.noise, n0, generator=generator, batch_size=batch_size).argmax()
+        )
+        mean = estimator.mean_softmax(x, self.noise, n, generator=generator, batch_size=batch_size)
+        p_lower = hoeffding_lower(float(mean[top_class]), n, p_alpha)
+        return self._smoothing_certificate(
+            top_class, p_lower, None, x.numel(), n0=n0, n=n, alpha=alpha, seconds=time.perf_counter() - start
+        )
+
+    def _smoothing_certificate(
+        self,
+        top_class: int,
+        p_lower: float,
+        p_upper_b: float | None,
+        dim: int,
+        *,
+        n0: int,
+        n: int,
+        alpha: float,
+        seconds: float,
+        extra: dict[str, Any] | None = None,
+    ) -> Certificate:
+        """Abstain when the bound is below 1/2 (or below ``p_B``'s), else the radius in every norm."""
         abstain = p_lower < 0.5 if p_upper_b is None else p_lower <= p_upper_b
-        dim = x.numel()
         # One radius in the method's own norm; the others follow from norm inequalities.
         native = 0.0 if abstain else self.radius_for(p_lower, p_upper_b, dim=dim)
         radius = {norm: self.convert_radius(native, norm, dim) for norm in NORMS}
@@ -353,9 +623,9 @@ class SmoothingCertifier(AbstractCertifier):
             n0=n0,
             n=n,
             alpha=alpha,
-            seconds=time.perf_counter() - start,
+            seconds=seconds,
             guaranteed=self.guaranteed,
-            params=self.params(),
+            params={**self.params(), **(extra or {})},
         )
 
 

@@ -60,7 +60,7 @@ import abc
 import math
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, final
 
@@ -70,7 +70,7 @@ from torch import nn
 from manifoldcert._validation import check_name, check_positive_float, check_positive_int
 from manifoldcert.bounds import clopper_pearson_lower
 from manifoldcert.certificate import Certificate, Ellipsoid
-from manifoldcert.certifiers.base import DEFAULT_ALPHA, DEFAULT_N, DEFAULT_N0, AbstractCertifier
+from manifoldcert.certifiers.base import DEFAULT_ALPHA, DEFAULT_N, DEFAULT_N0, AbstractCertifier, Sequential
 from manifoldcert.certifiers.memory import CertificationMemory, MemoryHit
 from manifoldcert.certifiers.smoothing_objectives import (
     DiagonalObjective,
@@ -97,6 +97,13 @@ from manifoldcert.optimize import (
     choose_iterate,
 )
 from manifoldcert.resources import check_full_covariance_fits
+from manifoldcert.sequential import (
+    CertificationStream,
+    SequentialPlan,
+    check_label,
+    check_radii,
+    stream_params,
+)
 
 __all__ = [
     "ANCER",
@@ -535,11 +542,35 @@ class OptimisedSmoothing(AbstractCertifier):
     ) -> tuple[float, float]:
         """CERTIFY under ``N(0, covariance)``: the Clopper–Pearson bound ``p_lower`` of ``top_class`` on ``n`` fresh
         votes and the Mahalanobis radius ``r = Φ⁻¹(p_lower)`` (0 when ``p_lower < 1/2``)."""
-        counts = self.require_estimator().class_counts(
-            x, self._noise(covariance), n, generator=self._generator_for(generator), batch_size=batch_size
+        stream = self._bound_stream(x, top_class, covariance, n, alpha, None, generator, batch_size)
+        return stream.p_lower, _mahalanobis_radius(stream.p_lower)
+
+    def _bound_stream(
+        self,
+        x: torch.Tensor,
+        top_class: int,
+        covariance: Covariance,
+        n: int,
+        alpha: float,
+        plan: SequentialPlan | None,
+        generator: torch.Generator | None,
+        batch_size: int | None,
+    ) -> CertificationStream:
+        """The final stage's votes for ``top_class`` under ``N(0, covariance)``: ``n`` of them, or a sequential
+        stream under ``plan``."""
+        stream = CertificationStream(
+            x,
+            self._noise(covariance),
+            self._generator_for(generator),
+            n0=0,
+            n=n,
+            alpha=alpha,
+            plan=plan,
+            top_class=top_class,
         )
-        p_lower = clopper_pearson_lower(int(counts[top_class]), n, alpha)
-        return p_lower, _mahalanobis_radius(p_lower)
+        for _ in self.require_estimator().run_jobs([stream], batch_size=batch_size):
+            pass
+        return stream
 
     def noise_for(self, x: torch.Tensor) -> AbstractNoise:
         """The noise this certifier would use at ``x``: SELECT on ``n0 = 100`` votes, then OPTIMISE."""
@@ -556,8 +587,18 @@ class OptimisedSmoothing(AbstractCertifier):
         alpha: float = DEFAULT_ALPHA,
         batch_size: int | None = None,
         generator: torch.Generator | None = None,
+        sequential: Sequential = None,
+        radii: Sequence[float] | None = None,
+        target_radius: float | None = None,
+        max_n: int | None = None,
+        label: int | None = None,
     ) -> Certificate:
         """Certify one input: memory look-up (with a memory), then SELECT, OPTIMISE (+ CHOOSE) and CERTIFY.
+
+        ``sequential``, ``radii`` / ``target_radius`` (l2 radii ``r·sqrt(λ_min Σ)``) and ``max_n`` make the final
+        CERTIFY stage sequential (:mod:`manifoldcert.sequential`); ``label`` is the evaluation mode (the chain
+        and the bound are run for the true label, SELECT is skipped). The choice of iterates predicts the radius
+        at ``n`` votes in both modes.
 
         Returns
         -------
@@ -567,23 +608,39 @@ class OptimisedSmoothing(AbstractCertifier):
             eigenvalues), ``sigma_start``, ``sigma_floor``, ``chain``, ``iterations``, ``stop_reason``,
             ``objective`` and ``start_objective`` (the last stage's ascent estimates), ``chosen_step`` (0: the
             last stage's start was kept), ``choice_scores`` and ``memory`` (``off``, ``hit``, ``stored``,
-            ``shrunk``, ``conflict`` or ``not stored``).
+            ``shrunk``, ``conflict`` or ``not stored``); with ``sequential`` also ``stop`` and ``max_n``.
         """
         self.require_estimator()
         x, alpha = self._check_protocol(x, n0, n, alpha)
         self.check_resources(x)
+        if sequential not in (None, False):
+            check_radii(radii, target_radius)  # refuse bad radii before the optimisation
+        label = check_label(label)
         generator = self._generator_for(generator)
         start = time.perf_counter()
         if self.memory is not None:
+            if label is not None:
+                raise ValueError("the evaluation mode (label=) does not apply to a certifier with a memory")
             hit = self.memory.lookup(x)
             if hit is not None:
                 return self._memory_certificate(hit, n0, n, alpha, start)
-        top_class = self.select(x, n0, generator=generator, batch_size=batch_size)
+        top_class = self.select(x, n0, generator=generator, batch_size=batch_size) if label is None else label
         chain = self.optimise(x, top_class, n=n, alpha=alpha, generator=generator, batch_size=batch_size)
         covariance = chain.covariance
-        p_lower, radius = self.bound(
-            x, top_class, covariance, n=n, alpha=alpha, generator=generator, batch_size=batch_size
+        sigma_min = math.sqrt(float(covariance.eigenvalues()[0]))
+        plan = self._sequential_plan(
+            sequential,
+            radii=radii,
+            target_radius=target_radius,
+            max_n=max_n,
+            n=n,
+            alpha=alpha,
+            radius_of=lambda p: _mahalanobis_radius(p) * sigma_min,
         )
+        stream = self._bound_stream(x, top_class, covariance, n, alpha, plan, generator, batch_size)
+        p_lower, radius = stream.p_lower, _mahalanobis_radius(stream.p_lower)
+        n = stream.n_used
+        n0 = 0 if label is not None else n0
         abstain = p_lower < 0.5
         status = "off"
         if self.memory is not None:
@@ -607,6 +664,7 @@ class OptimisedSmoothing(AbstractCertifier):
             "choice_scores": list(final.choice_scores),
             "memory": status,
             **self.method_params(),
+            **stream_params(stream),
         }
         return self._certificate(
             prediction, covariance, radius, p_lower, params, n0, n, alpha, time.perf_counter() - start

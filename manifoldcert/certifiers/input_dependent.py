@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -32,16 +33,17 @@ from scipy import stats
 from torch import nn
 
 from manifoldcert._validation import check_positive_int
-from manifoldcert.bounds import clopper_pearson_lower
 from manifoldcert.certificate import NORMS, Certificate, implied_radius
 from manifoldcert.certifiers.base import (
     DEFAULT_ALPHA,
     DEFAULT_N,
     DEFAULT_N0,
-    AbstractCertifier,
+    Sequential,
+    VoteStreamCertifier,
     check_probability,
 )
 from manifoldcert.noises.input_dependent import InputDependentGaussian, MeanAbsSigma, SigmaFunction
+from manifoldcert.sequential import CertificationStream, check_label, stream_params
 
 
 def worst_case_top_probability(p_a: float, distance: float, sigma_ratio: float, dim: int) -> float:
@@ -121,7 +123,7 @@ def input_dependent_radius(
     return sigma0 * low
 
 
-class InputDependentCertifier(AbstractCertifier):
+class InputDependentCertifier(VoteStreamCertifier):
     """Sound l2 certificates for Gaussian smoothing with scale ``σ(x)`` of declared semi-elasticity.
 
     Parameters
@@ -175,7 +177,13 @@ class InputDependentCertifier(AbstractCertifier):
         radius = input_dependent_radius(p_a, sigma0, self.sigma_function.semi_elasticity(dim), dim)
         return implied_radius(radius, certified_norm="l2", norm=norm or "l2", dim=dim)
 
-    def certify(
+    def certify(self, x: torch.Tensor, **options: Any) -> Certificate:
+        """Certify one input; the options (fixed-n or ``sequential=``, ``label=``) are those of
+        :meth:`~manifoldcert.certifiers.SmoothingCertifier.certify` without ``runner_up``. Requested ``radii`` are
+        l2 radii; the sound radius is nondecreasing in ``p_A``, so its thresholds steer the stream."""
+        return self._certify_stream(x, **options)
+
+    def open_stream(
         self,
         x: torch.Tensor,
         *,
@@ -184,36 +192,70 @@ class InputDependentCertifier(AbstractCertifier):
         alpha: float = DEFAULT_ALPHA,
         batch_size: int | None = None,
         generator: torch.Generator | None = None,
-    ) -> Certificate:
+        sequential: Sequential = None,
+        radii: Sequence[float] | None = None,
+        target_radius: float | None = None,
+        max_n: int | None = None,
+        label: int | None = None,
+    ) -> CertificationStream:
         self.require_estimator()
         x, alpha = self._check_protocol(x, n0, n, alpha)
-        start = time.perf_counter()
+        if batch_size is not None:
+            check_positive_int(batch_size, "batch_size")
         sigma0 = float(self.sigma_function.checked(x.unsqueeze(0))[0])
         self.sigma_function.verify(x.detach().cpu().double(), generator=torch.Generator().manual_seed(0))
-        generator = self._generator_for(generator)
-        top_class, counts = self._select_and_count(
-            x, self.noise, n0, n, generator=generator, batch_size=batch_size
-        )
-        p_lower = clopper_pearson_lower(int(counts[top_class]), n, alpha)
         dim = x.numel()
         r = self.sigma_function.semi_elasticity(dim)
+        plan = self._sequential_plan(
+            sequential,
+            radii=radii,
+            target_radius=target_radius,
+            max_n=max_n,
+            n=n,
+            alpha=alpha,
+            radius_of=lambda p: input_dependent_radius(p, sigma0, r, dim),
+        )
+        stream = CertificationStream(
+            x,
+            self.noise,
+            self._generator_for(generator),
+            n0=n0,
+            n=n,
+            alpha=alpha,
+            plan=plan,
+            label=check_label(label),
+        )
+        stream.context.update(
+            start=time.perf_counter(), dim=dim, sigma0=sigma0, semi_elasticity=r, alpha=alpha
+        )
+        return stream
+
+    def close_stream(self, stream: CertificationStream) -> Certificate:
+        context = stream.context
+        dim, sigma0, r, p_lower = (
+            context["dim"],
+            context["sigma0"],
+            context["semi_elasticity"],
+            stream.p_lower,
+        )
         abstain = p_lower < 0.5
         l2 = 0.0 if abstain else input_dependent_radius(p_lower, sigma0, r, dim)
         naive = 0.0 if abstain else sigma0 * float(stats.norm.ppf(p_lower))
         return Certificate(
-            prediction=None if abstain else top_class,
+            prediction=None if abstain else stream.top_class,
             radius={norm: implied_radius(l2, certified_norm="l2", norm=norm, dim=dim) for norm in NORMS},
             p_lower=p_lower,
             method=self.name,
-            n0=n0,
-            n=n,
-            alpha=alpha,
-            seconds=time.perf_counter() - start,
+            n0=stream.n0_used,
+            n=stream.n_used,
+            alpha=context["alpha"],
+            seconds=time.perf_counter() - context["start"],
             params={
                 "noise": self.noise.name,
                 "sigma": sigma0,
                 "sigma_function": self.sigma_function.config(),
                 "semi_elasticity": r,
                 "naive_radius": naive,
+                **stream_params(stream),
             },
         )
