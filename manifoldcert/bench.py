@@ -6,6 +6,8 @@
   interleaved runs after one warm-up.
 - :func:`bench_dssn`: DSSN's exact certificate against uniform smoothing's Monte Carlo one on the same model and
   inputs (Levine and Feizi 2021 report about 30× at σ = 3.5 on a GPU).
+- :func:`bench_sequential`: sequential certification against Cohen et al.'s fixed ``n`` on one model — forward
+  passes and wall-clock per image, certified accuracies side by side.
 - :func:`bench_rddrs`: time per RDDRS ascent step at d = 784 per metric — ours against the same metric through
   geomstats — split into the estimator's forward/backward passes and the geometry.
 """
@@ -450,3 +452,158 @@ def bench_rddrs(
             )
         )
     return results
+
+
+@dataclass(frozen=True)
+class CertificationRun:
+    """One mode's outcome on a set of test images: forward passes, wall-clock and certified accuracies."""
+
+    mode: str
+    images: int
+    forward_passes: int
+    seconds: float
+    accuracy: dict[float, float]
+
+    @property
+    def passes_per_image(self) -> float:
+        return self.forward_passes / self.images
+
+    @property
+    def seconds_per_image(self) -> float:
+        return self.seconds / self.images
+
+
+@dataclass(frozen=True)
+class SequentialBenchmark:
+    """Sequential against fixed-n certification of one model (see :func:`bench_sequential`)."""
+
+    name: str
+    sigma: float
+    n: int
+    sequence: str
+    settling_radii: tuple[float, ...]
+    sequential: CertificationRun
+    fixed: CertificationRun
+    sequential_on_fixed_images: CertificationRun
+
+    def lines(self) -> list[str]:
+        seq, fixed, common = self.sequential, self.fixed, self.sequential_on_fixed_images
+        radii = sorted(fixed.accuracy)
+        header = "  ".join(f"r={r:<5g}" for r in radii)
+        rows = [
+            f"{self.name} σ={self.sigma:g}: fixed n={self.n:,} vs sequential ({self.sequence}, settles at radii "
+            f"{', '.join(f'{r:g}' for r in self.settling_radii)}, max_n={self.n:,})",
+            f"  {'mode':<28} {'images':>6} {'passes/img':>11} {'s/img':>8}  certified accuracy  {header}",
+        ]
+        for label, run in (
+            ("fixed", fixed),
+            ("sequential (same images)", common),
+            ("sequential (all images)", seq),
+        ):
+            accuracies = "  ".join(f"{run.accuracy[r]:7.3f}" for r in radii)
+            rows.append(
+                f"  {label:<28} {run.images:>6} {run.passes_per_image:>11,.0f} {run.seconds_per_image:>8.3f}  "
+                f"{'':18}  {accuracies}"
+            )
+        differences = "  ".join(f"{100 * (common.accuracy[r] - fixed.accuracy[r]):+6.1f}p" for r in radii)
+        rows.append(
+            f"  {'difference (pp, same images)':<28} {'':>6} {'':>11} {'':>8}  {'':18}  {differences}"
+        )
+        rows.append(
+            f"  ratios fixed / sequential: forward passes {fixed.passes_per_image / seq.passes_per_image:.1f}×, "
+            f"wall-clock {fixed.seconds_per_image / seq.seconds_per_image:.1f}× (per image)"
+        )
+        return rows
+
+
+def _certified_accuracy(certificates, labels, radius: float, norm: str) -> float:
+    hits = [
+        c.prediction == int(y) and c.radius[norm] >= radius for c, y in zip(certificates, labels, strict=True)
+    ]
+    return sum(hits) / len(hits)
+
+
+def settling_radii(
+    certifier, radii: Sequence[float], max_n: int, alpha: float, dim: int
+) -> tuple[float, ...]:
+    """The largest prefix of ``radii`` that ``max_n`` votes can certify (a sequential run asks for these)."""
+    from manifoldcert.confidence_sequences import BetaMixture
+    from manifoldcert.sequential import SequentialPlan
+
+    reachable = list(radii)
+    while reachable:
+        try:
+            SequentialPlan.build(
+                BetaMixture(alpha),
+                lambda p: certifier.radius_for(p, dim=dim) if p > 0.5 else 0.0,
+                tuple(reachable),
+                max_n,
+            )
+            return tuple(reachable)
+        except ValueError:
+            reachable.pop()
+    raise ValueError(f"none of the radii {tuple(radii)} can be certified with {max_n:,} votes")
+
+
+def bench_sequential(
+    model: torch.nn.Module,
+    inputs: torch.Tensor,
+    labels: Sequence[int],
+    *,
+    name: str,
+    sigma: float,
+    radii: Sequence[float] = (0.25, 0.5, 0.75, 1.0),
+    n: int = 100_000,
+    n0: int = 100,
+    alpha: float = 0.001,
+    fixed_images: int | None = None,
+    batch_size: int = 1000,
+    sequence: str = "mixture",
+    seed: int = 0,
+    progress: bool = True,
+) -> SequentialBenchmark:
+    """Cohen et al.'s fixed ``n`` against sequential certification with the same cap, in one process.
+
+    Both modes certify the same images with the same per-image seeds through ``certify_batch`` (the cross-input
+    scheduler); the sequential mode asks for the largest prefix of ``radii`` that ``n`` votes can certify. The
+    fixed mode, ~``n`` forward passes per image, runs on the first ``fixed_images`` of them (default all);
+    certified accuracies are compared on those, passes and seconds are per image.
+    """
+    from manifoldcert.runs import example_seed
+
+    certifier = get_certifier("cohen", model, sigma=sigma, batch_size=batch_size)
+    estimator = certifier.require_estimator()
+    count = len(labels)
+    fixed_count = count if fixed_images is None else min(int(fixed_images), count)
+    dim = int(inputs[0].numel())
+    settle = settling_radii(certifier, radii, n, alpha, dim)
+
+    def run(mode: str, chosen: range, **options: Any) -> tuple[CertificationRun, list]:
+        generators = [estimator.generator(example_seed(seed, i)) for i in chosen]
+        start = time.perf_counter()
+        certificates = certifier.certify_batch(
+            [inputs[i] for i in chosen],
+            generators=generators,
+            progress=progress,
+            n0=n0,
+            n=n,
+            alpha=alpha,
+            **options,
+        )
+        seconds = time.perf_counter() - start
+        wanted = [labels[i] for i in chosen]
+        accuracy = {r: _certified_accuracy(certificates, wanted, r, "l2") for r in radii}
+        passes = sum(c.n0 + c.n for c in certificates)
+        return CertificationRun(mode, len(chosen), passes, seconds, accuracy), certificates
+
+    sequential, certificates = run("sequential", range(count), sequential=sequence, radii=settle)
+    fixed, _ = run("fixed", range(fixed_count))
+    common_certificates = certificates[:fixed_count]
+    common = CertificationRun(  # the same images as the fixed run; seconds pro rata of the whole run
+        "sequential",
+        fixed_count,
+        sum(c.n0 + c.n for c in common_certificates),
+        sequential.seconds * fixed_count / count,
+        {r: _certified_accuracy(common_certificates, labels[:fixed_count], r, "l2") for r in radii},
+    )
+    return SequentialBenchmark(name, sigma, n, sequence, settle, sequential, fixed, common)

@@ -181,6 +181,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                 ratio = theirs.seconds_per_step / by_name[name].seconds_per_step
                 print(f"{name}: geomstats / ours = {ratio:.2f} per step")
         return 0
+    if args.what == "sequential":
+        return _bench_sequential(args)
     if args.what == "unicr":
         for noise_name, norm, params in (
             ("gaussian", "l2", {}),
@@ -220,6 +222,59 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             device=_device(args.device),
         )
         print(result.line())
+    return 0
+
+
+#: The models ``bench sequential`` trains when no --checkpoints are given: (data set, arch, σ, epochs).
+_SEQUENTIAL_BENCH_MODELS = (("mnist", "cnn", 0.25, 3), ("mnist", "cnn", 0.5, 3), ("digits", "mlp", 0.25, 30))
+
+
+def _bench_sequential(args: argparse.Namespace) -> int:
+    from manifoldcert import noises
+    from manifoldcert.bench import bench_sequential
+    from manifoldcert.data import load_dataset
+    from manifoldcert.models import load_checkpoint
+    from manifoldcert.train import train_checkpoint
+
+    device = _device(args.device)
+    paths = args.checkpoints
+    if not paths:
+        os.makedirs(args.checkpoint_dir, exist_ok=True)
+        paths = []
+        for dataset, arch, sigma, epochs in _SEQUENTIAL_BENCH_MODELS:
+            path = os.path.join(args.checkpoint_dir, f"{dataset}_{arch}_sigma_{sigma}.pt")
+            if not os.path.exists(path):
+                train_checkpoint(
+                    arch,
+                    load_dataset(dataset, "train"),
+                    noises.Gaussian(sigma),
+                    path,
+                    test=load_dataset(dataset, "test"),
+                    epochs=epochs,
+                    device=device,
+                )
+            paths.append(path)
+    for path in paths:
+        model, info = load_checkpoint(path, device=device)
+        if info.noise.get("name") != "gaussian":
+            raise ValueError(
+                f"{path}: bench sequential needs a Gaussian-trained checkpoint, got {info.noise}"
+            )
+        test = load_dataset(info.dataset, "test")
+        count = min(args.images, len(test.labels))
+        inputs = test.inputs()[:count]
+        result = bench_sequential(
+            model,
+            inputs,
+            [int(y) for y in test.labels[:count]],
+            name=f"{info.dataset} {info.arch}",
+            sigma=float(info.noise["sigma"]),
+            n=args.n,
+            fixed_images=args.fixed_images,
+            batch_size=args.batch_size,
+            progress=not args.quiet,
+        )
+        print("\n".join(result.lines()), flush=True)
     return 0
 
 
@@ -299,8 +354,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmarks")
     p.add_argument(
         "what",
-        choices=("estimator", "dssn", "functional", "rddrs", "unicr"),
+        choices=("estimator", "dssn", "functional", "rddrs", "sequential", "unicr"),
         help="estimator: certify vs forward passes; dssn: vs uniform; functional: the λ search's share; "
+        "sequential: sequential vs fixed-n certification (--n is the cap, --images test images, the fixed "
+        "run on the first --fixed-images); "
         "rddrs: time per ascent step at d = 784, ours vs geomstats (--repeats steps of --n samples); "
         "unicr: table build time and the lookup's cost",
     )
@@ -310,6 +367,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--images", type=int, default=500, help="test images (sequential)")
+    p.add_argument(
+        "--fixed-images", type=int, default=None, help="of them, certified with fixed n (sequential)"
+    )
+    p.add_argument("--checkpoints", nargs="+", default=None, help="Gaussian-trained checkpoints (sequential)")
+    p.add_argument(
+        "--checkpoint-dir",
+        default="results/checkpoints",
+        help="where bench sequential keeps the models it trains when no --checkpoints are given",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--device", default=None)
     p.set_defaults(run=_cmd_bench)
     return parser

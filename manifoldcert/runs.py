@@ -2,10 +2,12 @@
 
 The first columns are Cohen et al.'s (``idx label predict radius correct time``; ``predict`` is -1 on
 abstention, ``radius`` is in the method's native norm), then ``radius_l1 radius_l2 radius_linf p_lower norm
-method sigma`` and the method's :attr:`~manifoldcert.certifiers.AbstractCertifier.extra_columns`. Rows are
-flushed as they are certified; running again with the same output file skips the indices already there.
-Each example's noise comes from a generator seeded by ``(seed, idx)``, so a resumed run writes exactly the
-rows an uninterrupted one would.
+method sigma n0 n`` (``n``: the votes that bounded the class, fewer than the cap with sequential certification)
+and the method's :attr:`~manifoldcert.certifiers.AbstractCertifier.extra_columns`. Rows are flushed as they are
+certified; running again with the same output file skips the indices already there. Each example's noise comes
+from a generator seeded by ``(seed, idx)``, so a resumed run writes exactly the rows an uninterrupted one would.
+Vote-stream certifiers certify many examples at once through the estimator's scheduler; their rows are written
+in the order the examples finish.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from tqdm.auto import tqdm
 from manifoldcert._validation import check_output_path, check_positive_int
 from manifoldcert.certificate import NORMS, Certificate
 from manifoldcert.certifiers import AbstractCertifier
+from manifoldcert.confidence_sequences import CONFIDENCE_SEQUENCES
 
 BASE_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
-COMMON_COLUMNS = ("radius_l1", "radius_l2", "radius_linf", "p_lower", "norm", "method", "sigma")
+COMMON_COLUMNS = ("radius_l1", "radius_l2", "radius_linf", "p_lower", "norm", "method", "sigma", "n0", "n")
 
 
 def columns_for(certifier: AbstractCertifier) -> tuple[str, ...]:
@@ -54,6 +57,8 @@ def certificate_row(certifier: AbstractCertifier, idx: int, label: int, cert: Ce
         certifier.native_norm,
         cert.method,
         _format(cert.params.get("sigma")),
+        cert.n0,
+        cert.n,
         *(_format(cert.params.get(key)) for key in certifier.extra_columns),
     ]
     return [str(v) for v in values]
@@ -93,6 +98,7 @@ def certify_dataset(
     max_count: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    evaluation: bool = False,
     **certify_options: Any,
 ) -> str:
     """Certify examples to ``out_path``, appending to it and skipping indices it already holds.
@@ -110,8 +116,12 @@ def certify_dataset(
         (Cohen et al.'s ``--skip`` / ``--max``).
     seed : int
         Base seed; example ``idx`` uses :func:`example_seed`.
+    evaluation : bool
+        Evaluation mode: bound each example's true label (``certify(label=...)``, no SELECT) — for benchmark
+        tables only, not a deployable classifier.
     **certify_options
-        ``n0``, ``n``, ``alpha``, ``batch_size`` ... passed to ``certifier.certify``.
+        ``n0``, ``n``, ``alpha``, ``batch_size``, ``sequential``, ``radii``, ``max_n`` ... passed to
+        ``certifier.certify``.
     """
     out_path = check_output_path(out_path)
     check_positive_int(skip, "skip")
@@ -129,16 +139,30 @@ def certify_dataset(
         if new_file:
             writer.writerow(header)
             handle.flush()
-        for idx in tqdm(todo, desc=f"certify {certifier.name}", disable=not progress):
-            generator = estimator.generator(example_seed(seed, idx))
-            cert = certifier.certify(inputs[idx], generator=generator, **certify_options)
+        examples = (
+            (
+                idx,
+                inputs[idx],
+                estimator.generator(example_seed(seed, idx)),
+                _label_option(evaluation, labels, idx),
+            )
+            for idx in todo
+        )
+        results = certifier.iter_certify(examples, total=len(todo), progress=progress, **certify_options)
+        for idx, cert in results:
             writer.writerow(certificate_row(certifier, idx, int(labels[idx]), cert))
             handle.flush()
     return out_path
 
 
+def _label_option(evaluation: bool, labels, idx: int) -> dict[str, int]:
+    """The per-example option of the evaluation mode: bound the true label."""
+    return {"label": int(labels[idx])} if evaluation else {}
+
+
 def add_run_arguments(parser: argparse.ArgumentParser, *, n: int = 100_000, skip: int = 1) -> None:
-    """Add the options of a certification run: ``--n0 --n --alpha --batch-size --skip --max``.
+    """Add the options of a certification run: ``--n0 --n --alpha --batch-size --skip --max``, and
+    ``--sequential --radii --max-n --evaluation``.
 
     Shared by ``manifoldcert certify`` and the experiment scripts; ``n`` and ``skip`` set their defaults.
     """
@@ -150,6 +174,36 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, n: int = 100_000, skip
     parser.add_argument("--batch-size", type=int, default=1000, help="noisy inputs per forward pass")
     parser.add_argument("--skip", type=int, default=skip, help="certify every skip-th example")
     parser.add_argument("--max", type=int, default=None, help="certify at most this many examples")
+    parser.add_argument(
+        "--sequential",
+        choices=sorted(CONFIDENCE_SEQUENCES),
+        default=None,
+        help="stop each example's votes once settled, read through this confidence sequence (needs --radii)",
+    )
+    parser.add_argument(
+        "--radii",
+        type=float,
+        nargs="+",
+        default=None,
+        help="with --sequential: the radii that settle an example",
+    )
+    parser.add_argument(
+        "--max-n", type=int, default=None, help="with --sequential: at most this many votes (default --n)"
+    )
+    parser.add_argument(
+        "--evaluation",
+        action="store_true",
+        help="evaluation mode: bound the true label instead of the selected class (benchmark tables only)",
+    )
+
+
+def sequential_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``certify`` options of ``--sequential --radii --max-n`` (empty without ``--sequential``)."""
+    if args.sequential is None:
+        if args.radii is not None or args.max_n is not None:
+            raise ValueError("--radii and --max-n apply to --sequential certification only")
+        return {}
+    return {"sequential": args.sequential, "radii": args.radii, "max_n": args.max_n}
 
 
 def certify_with_args(
@@ -168,7 +222,9 @@ def certify_with_args(
         skip=args.skip,
         max_count=args.max,
         seed=args.seed,
+        evaluation=args.evaluation,
         n0=args.n0,
         n=args.n,
         alpha=args.alpha,
+        **sequential_options(args),
     )

@@ -8,12 +8,15 @@ Cohen et al.), then votes in growing chunks read through a confidence sequence
 (:mod:`manifoldcert.confidence_sequences`) until
 
 - the lower bound reaches the threshold of the largest requested radius (*certified*), or
-- the upper bound falls below the threshold of the next radius not yet certified, or even an unbroken run of
-  top-class votes up to ``max_n`` could not lift the lower bound to it (*settled below*), or
+- the next radius not yet certified is out of reach (*settled below*): even an unbroken run of top-class votes up
+  to ``max_n`` could not lift the lower bound to its threshold, or an upper confidence bound (at level
+  ``futility_alpha``) on the top-class probability is below the probability at which ``max_n`` votes would reach
+  it on average, or
 - ``max_n`` votes were drawn (*budget*).
 
 The radius reported is the one of the running lower bound at the stopping time, which the confidence sequence
-makes valid whatever rule decided to stop: the certificate holds with probability ``>= 1 − alpha``, as a
+makes valid whatever rule decided to stop (the futility level only trades samples against giving up on an input
+that a longer run would have certified further): the certificate holds with probability ``>= 1 − alpha``, as a
 fixed-n one does. The stream is a :class:`~manifoldcert.estimator.VoteJob`, so many inputs share forward batches
 through :meth:`~manifoldcert.estimator.MonteCarloEstimator.run_jobs`.
 
@@ -31,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from manifoldcert._validation import check_positive_int
+from manifoldcert._validation import check_alpha, check_positive_int
 from manifoldcert.bounds import clopper_pearson_lower
 from manifoldcert.confidence_sequences import ConfidenceSequence
 from manifoldcert.estimator import VoteJob
@@ -39,6 +42,12 @@ from manifoldcert.noises import AbstractNoise
 
 #: Why a stream stopped.
 STOP_REASONS = ("fixed", "certified", "settled", "budget")
+
+#: Level of the futility rule's upper bound (it steers stopping only; the certificate's level is ``alpha``).
+DEFAULT_FUTILITY_ALPHA = 0.01
+
+#: The largest probability thresholds are searched below (some radii are singular at p_A = 1).
+_NEAR_ONE = 1.0 - 1e-12
 
 #: The largest sample size :func:`needed_max_n` searches.
 _LARGEST_MAX_N = 10**12
@@ -72,9 +81,9 @@ def probability_threshold(radius_of: Callable[[float], float], radius: float) ->
     """
     if radius <= 0:
         return 0.5
-    if radius_of(1.0) < radius:
+    if radius_of(_NEAR_ONE) < radius:
         return math.inf
-    low, high = 0.5, 1.0
+    low, high = 0.5, _NEAR_ONE
     for _ in range(60):
         middle = 0.5 * (low + high)
         low, high = (low, middle) if radius_of(middle) >= radius else (middle, high)
@@ -113,6 +122,10 @@ class SequentialPlan:
     thresholds: tuple[float, ...]
     max_n: int
     looks: np.ndarray
+    #: Per radius: the top-class probability at which ``max_n`` votes reach its threshold on average.
+    reach: tuple[float, ...]
+    #: The confidence sequence of the futility rule (``futility_alpha``).
+    futility: ConfidenceSequence
 
     @classmethod
     def build(
@@ -121,6 +134,8 @@ class SequentialPlan:
         radius_of: Callable[[float], float],
         radii: tuple[float, ...],
         max_n: int,
+        *,
+        futility_alpha: float = DEFAULT_FUTILITY_ALPHA,
     ) -> SequentialPlan:
         """Thresholds for ``radii`` under ``radius_of`` (top-class probability → radius, nondecreasing).
 
@@ -145,7 +160,24 @@ class SequentialPlan:
                 f"radius {radii[-1]:g} cannot be certified with max_n={max_n:,} even if every vote is for the "
                 f"top class (the largest certifiable radius is {reachable:.4g}); {advice}"
             )
-        return cls(sequence, radii, thresholds, max_n, sequence.looks(max_n))
+        reach = tuple(_reach(sequence, threshold, max_n) for threshold in thresholds)
+        futility = sequence.with_alpha(check_alpha(futility_alpha, "futility_alpha"))
+        return cls(sequence, radii, thresholds, max_n, sequence.looks(max_n), reach, futility)
+
+
+def _reach(sequence: ConfidenceSequence, threshold: float, max_n: int) -> float:
+    """The smallest ``p`` whose expected ``p·max_n`` successes in ``max_n`` votes give a lower bound ``>= threshold``."""
+    if threshold <= 0.5:
+        return 0.5
+
+    def reaches(p: float) -> bool:
+        return float(sequence.lower(math.floor(p * max_n), max_n, max_n=max_n)) >= threshold
+
+    low, high = threshold, 1.0
+    for _ in range(40):
+        middle = 0.5 * (low + high)
+        low, high = (low, middle) if reaches(middle) else (middle, high)
+    return high
 
 
 class CertificationStream(VoteJob):
@@ -245,13 +277,12 @@ class CertificationStream(VoteJob):
             return "certified"
         if n >= plan.max_n:
             return "budget"
-        target = plan.thresholds[certified]
-        self.p_upper = min(self.p_upper, float(sequence.upper(successes, n, max_n=plan.max_n)))
-        if self.p_upper < target:
-            return "settled"
         remaining = plan.max_n - n
         best = float(sequence.lower(successes + remaining, plan.max_n, max_n=plan.max_n))
-        if best < target:
+        if best < plan.thresholds[certified]:
+            return "settled"
+        self.p_upper = min(self.p_upper, float(plan.futility.upper(successes, n, max_n=plan.max_n)))
+        if self.p_upper < plan.reach[certified]:
             return "settled"
         return None
 

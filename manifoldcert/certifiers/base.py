@@ -94,6 +94,7 @@ class AbstractCertifier(abc.ABC):
             else MonteCarloEstimator(model, batch_size=batch_size, num_classes=num_classes)
         )
         self._generator = None if self.estimator is None else self.estimator.generator(self.seed)
+        self._plans: dict[Hashable, SequentialPlan] = {}  # sequential plans shared by inputs alike
 
     # -- helpers ------------------------------------------------------------------------------------------------
     def require_estimator(self) -> MonteCarloEstimator:
@@ -200,11 +201,13 @@ class AbstractCertifier(abc.ABC):
         n: int,
         alpha: float,
         radius_of: Callable[[float], float],
+        cache_key: Hashable | None = None,
     ) -> SequentialPlan | None:
         """The stopping rule of ``certify(sequential=...)``, or ``None`` for Cohen et al.'s fixed ``n``.
 
         ``radius_of`` maps a top-class probability to the certificate's radius in :attr:`native_norm`; the
-        requested ``radii`` are in that norm; ``max_n`` defaults to ``n``.
+        requested ``radii`` are in that norm; ``max_n`` defaults to ``n``. Plans of inputs that share
+        ``cache_key`` (what ``radius_of`` depends on besides the probability) are built once.
         """
         if sequential is None or sequential is False:
             if radii is not None or target_radius is not None or max_n is not None:
@@ -212,7 +215,15 @@ class AbstractCertifier(abc.ABC):
             return None
         max_n = n if max_n is None else check_positive_int(max_n, "max_n")
         sequence = resolve_sequence(sequential, alpha)
-        return SequentialPlan.build(sequence, radius_of, check_radii(radii, target_radius), max_n)
+        radii = check_radii(radii, target_radius)
+        key = None if cache_key is None else (cache_key, repr(sequence), radii, max_n)
+        plans = self._plans
+        if key is None or key not in plans:
+            plan = SequentialPlan.build(sequence, radius_of, radii, max_n)
+            if key is None:
+                return plan
+            plans[key] = plan
+        return plans[key]
 
     def certify_batch(
         self,
@@ -239,7 +250,7 @@ class AbstractCertifier(abc.ABC):
 
     def iter_certify(
         self,
-        inputs: Iterable[tuple[Hashable, torch.Tensor, torch.Generator | None]],
+        inputs: Iterable[tuple],
         *,
         total: int | None = None,
         progress: bool = True,
@@ -247,6 +258,8 @@ class AbstractCertifier(abc.ABC):
         **options: Any,
     ) -> Iterator[tuple[Hashable, Certificate]]:
         """Certify ``(key, x, generator)`` triples (read lazily), yielding ``(key, certificate)`` as each finishes.
+
+        An item may carry a fourth element, a dict of options for that input alone (e.g. ``{"label": y}``).
 
         Certifiers whose certificate is one vote stream per input (:class:`VoteStreamCertifier`) go through the
         estimator's cross-input scheduler: up to ``max_active`` inputs share forward batches of ``batch_size``
@@ -260,8 +273,10 @@ class AbstractCertifier(abc.ABC):
                 estimator = self.require_estimator()
 
                 def opened() -> Iterator[CertificationStream]:
-                    for key, x, generator in inputs:
-                        stream = self.open_stream(x, generator=generator, **options)
+                    for key, x, generator, *own in inputs:
+                        stream = self.open_stream(
+                            x, generator=generator, **options, **(own[0] if own else {})
+                        )
                         stream.context["key"] = key
                         yield stream
 
@@ -272,8 +287,8 @@ class AbstractCertifier(abc.ABC):
                     bar.update()
                     yield stream.context["key"], self.close_stream(stream)
             else:
-                for key, x, generator in inputs:
-                    certificate = self.certify(x, generator=generator, **options)
+                for key, x, generator, *own in inputs:
+                    certificate = self.certify(x, generator=generator, **options, **(own[0] if own else {}))
                     bar.update()
                     yield key, certificate
         finally:
@@ -526,6 +541,7 @@ class SmoothingCertifier(VoteStreamCertifier):
             n=n,
             alpha=p_alpha,
             radius_of=lambda p: self.radius_for(p, dim=dim) if p > 0.5 else 0.0,
+            cache_key=dim,
         )
         if runner_up and plan is not None:
             raise ValueError("runner_up=True is available with a fixed n only, not with sequential=...")
