@@ -139,7 +139,12 @@ def _certifier_options(method: str, trained_noise, sigma: float | None) -> dict:
 def _cmd_report(args: argparse.Namespace) -> int:
     from manifoldcert.report import summarize
 
-    print(summarize(args.results, norm=args.norm, radii=args.radii, out_png=args.plot))
+    high_probability = None if args.high_probability is None else tuple(args.high_probability)
+    print(
+        summarize(
+            args.results, norm=args.norm, radii=args.radii, out_png=args.plot, high_probability=high_probability
+        )
+    )
     return 0
 
 
@@ -335,6 +340,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--norm", default="l2", choices=("l1", "l2", "linf"))
     p.add_argument("--radii", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
     p.add_argument("--plot", default=None, help="PNG path for the certified-accuracy curves")
+    p.add_argument(
+        "--high-probability",
+        type=float,
+        nargs=2,
+        metavar=("ALPHA", "RHO"),
+        default=None,
+        help="also the smoothed classifier's certified accuracy that holds with probability 1 - RHO, for "
+        "certificates at level ALPHA (Cohen et al.'s HighProbAccuracy)",
+    )
     p.set_defaults(run=_cmd_report)
 
     p = sub.add_parser(

@@ -26,7 +26,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from manifoldcert._validation import check_name, check_output_path
+from manifoldcert._validation import check_alpha, check_name, check_output_path
 
 NORMS = ("l1", "l2", "linf")
 REQUIRED_COLUMNS = (
@@ -259,6 +259,33 @@ def certified_accuracy(
     """
     radii = np.asarray(radii, dtype=float)
     return _accuracy_at(_correct_radii(table, norm), len(table), radii)
+
+
+def high_probability_accuracy(
+    table: ResultTable,
+    radii: float | Sequence[float] | np.ndarray,
+    *,
+    alpha: float,
+    rho: float = 0.001,
+    norm: str = "l2",
+) -> np.ndarray:
+    """A lower bound on the certified accuracy of the *smoothed classifier* that holds with probability 1 − ρ.
+
+    Each of the ``m`` certificates is wrong with probability at most ``alpha``, so the observed certified
+    accuracy ``â`` may overstate the true one. Bernstein's inequality on the ``m`` independent failure
+    indicators gives, with probability ``>= 1 − rho``,
+
+    ``accuracy >= â − alpha − sqrt(alpha (1 − alpha) log(1/rho) / m) − log(1/rho) / (3 m)``
+
+    (Cohen, Rosenfeld and Kolter 2019, Appendix — ``HighProbAccuracy`` of their analysis code). The result is
+    not clipped at 0.
+    """
+    alpha = check_alpha(alpha)
+    rho = check_alpha(rho, "rho")
+    m = len(table)
+    log_term = math.log(1.0 / rho)
+    slack = alpha + math.sqrt(alpha * (1 - alpha) * log_term / m) + log_term / (3 * m)
+    return certified_accuracy(table, radii, norm) - slack
 
 
 def clean_accuracy(table: ResultTable) -> float:
@@ -515,6 +542,7 @@ def summarize(
     norm: str,
     radii: Sequence[float] | np.ndarray,
     out_png: str | os.PathLike[str] | None = None,
+    high_probability: tuple[float, float] | None = None,
 ) -> str:
     """Read result files and return a Markdown summary; optionally write the certified-accuracy plot.
 
@@ -527,6 +555,8 @@ def summarize(
         Radii of the certified-accuracy columns.
     out_png : path, optional
         Where to write the plot (its folder must exist; checked before any work).
+    high_probability : (alpha, rho), optional
+        Also list :func:`high_probability_accuracy` per file at these levels.
 
     Returns
     -------
@@ -542,6 +572,16 @@ def summarize(
     text = accuracy_table(tables, radii, norm)
     score = _envelope_area(tables, norm)
     text += f"\nRobustness score ({norm}, UniCR Eq. 5, over {len(tables)} run(s)): {_fmt(score, '.4f')}\n"
+    if high_probability is not None:
+        alpha, rho = high_probability
+        text += (
+            f"\nCertified accuracy of the smoothed classifier with probability >= {1 - rho:g} "
+            f"(Cohen et al.'s high-probability bound, per-certificate alpha = {alpha:g}):\n"
+        )
+        for table in tables:
+            values = high_probability_accuracy(table, radii, alpha=alpha, rho=rho, norm=norm)
+            cells = "  ".join(f"r={r:g}: {_fmt(float(v))}" for r, v in zip(radii, values, strict=True))
+            text += f"- {table.name} (N = {len(table)}): {cells}\n"
     if out_png is not None:
         plot_certified_accuracy(tables, out_png, norm=norm)
     return text

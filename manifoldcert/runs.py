@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from manifoldcert._validation import check_output_path, check_positive_int
 from manifoldcert.certificate import NORMS, Certificate

@@ -166,7 +166,7 @@ class SequentialPlan:
 
 
 def _reach(sequence: ConfidenceSequence, threshold: float, max_n: int) -> float:
-    """The smallest ``p`` whose expected ``p·max_n`` successes in ``max_n`` votes give a lower bound ``>= threshold``."""
+    """The smallest ``p`` whose expected ``p·max_n`` successes in ``max_n`` votes bound ``p`` above ``threshold``."""
     if threshold <= 0.5:
         return 0.5
 

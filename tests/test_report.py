@@ -207,3 +207,22 @@ def test_summarize(tmp_path: Path) -> None:
     assert out.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(FileNotFoundError):
         summarize(paths, norm="l2", radii=[0.5], out_png=tmp_path / "missing" / "x.png")
+
+
+def test_high_probability_accuracy_is_cohens_bernstein_bound(tmp_path):
+    """â − α − sqrt(α(1 − α) log(1/ρ)/m) − log(1/ρ)/(3m), by hand for 4 rows of which 3 certify r = 0.5."""
+    from manifoldcert.report import high_probability_accuracy, read_results, summarize
+
+    path = tmp_path / "r.tsv"
+    header = "idx label predict radius correct time radius_l1 radius_l2 radius_linf p_lower norm method sigma"
+    rows = ["\t".join(header.split())] + [
+        f"{i}\t1\t1\t{r}\t{c}\t0.1\t{r}\t{r}\t{r}\t0.9\tl2\tcohen\t0.25"
+        for i, (r, c) in enumerate([(0.6, 1), (0.9, 1), (0.5, 1), (0.7, 0)])
+    ]
+    path.write_text("\n".join(rows) + "\n")
+    table = read_results(path)
+    alpha, rho, m = 0.001, 0.01, 4
+    log_term = math.log(1 / rho)
+    expected = 0.75 - alpha - math.sqrt(alpha * (1 - alpha) * log_term / m) - log_term / (3 * m)
+    assert high_probability_accuracy(table, [0.5], alpha=alpha, rho=rho)[0] == pytest.approx(expected)
+    assert "probability >= 0.99" in summarize([path], norm="l2", radii=[0.5], high_probability=(alpha, rho))

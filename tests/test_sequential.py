@@ -16,7 +16,6 @@ from manifoldcert.confidence_sequences import BetaMixture, ScheduledClopperPears
 from manifoldcert.estimator import MonteCarloEstimator
 from manifoldcert.runs import certify_dataset
 from manifoldcert.sequential import CertificationStream, SequentialPlan, needed_max_n
-from tests.conftest import LinearBinaryClassifier
 
 
 class FirstCoordinateThreshold(nn.Module):
@@ -47,8 +46,8 @@ def _violations(certifier, x, true_radius: float, norm: str, trials: int, **opti
     ],
 )
 def test_sequential_radii_exceed_the_true_radius_at_most_alpha_of_the_time(method, norm, noise_cdf, trials):
-    """500 (slow: 3,000) trials at α = 0.05, the input placed so that the largest requested radius lies just above the true
-    one (the hardest case: streams run long and hover at the threshold); violations ≤ α within binomial slack."""
+    """500 (slow: 3,000) trials at α = 0.05, the input placed so that the largest requested radius lies just above
+    the true one (the hardest case: streams run long and hover at the threshold); violations ≤ α within slack."""
     sigma, x0, alpha = 0.5, 0.3, 0.05
     certifier = get_certifier(method, FirstCoordinateThreshold(), sigma=sigma, batch_size=20_000)
     x = torch.tensor([x0, 0.0, 0.0])
