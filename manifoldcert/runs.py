@@ -6,8 +6,8 @@ method sigma n0 n`` (``n``: the votes that bounded the class, fewer than the cap
 and the method's :attr:`~manifoldcert.certifiers.AbstractCertifier.extra_columns`. Rows are flushed as they are
 certified; running again with the same output file skips the indices already there. Each example's noise comes
 from a generator seeded by ``(seed, idx)``, so a resumed run writes exactly the rows an uninterrupted one would.
-Vote-stream certifiers certify many examples at once through the estimator's scheduler; their rows are written
-in the order the examples finish.
+Vote-stream certifiers certify many examples at once through the estimator's scheduler; rows are still written
+in the order of the examples (a finished one waits for those before it).
 """
 
 from __future__ import annotations
@@ -148,8 +148,17 @@ def certify_dataset(
             for idx in todo
         )
         results = certifier.iter_certify(examples, total=len(todo), progress=progress, **certify_options)
+        # Rows are written in the order of the examples: finished ones wait until those before them are done.
+        waiting: dict[int, Certificate] = {}
+        position = 0
         for idx, cert in results:
-            writer.writerow(certificate_row(certifier, idx, int(labels[idx]), cert))
+            waiting[idx] = cert
+            while position < len(todo) and todo[position] in waiting:
+                done_idx = todo[position]
+                writer.writerow(
+                    certificate_row(certifier, done_idx, int(labels[done_idx]), waiting.pop(done_idx))
+                )
+                position += 1
             handle.flush()
     return out_path
 
