@@ -66,6 +66,8 @@ class AbstractCertifier(abc.ABC):
         Shape of one input; when given, inputs of another shape are refused.
     seed : int
         Seed of the certifier's own generator: the same seed and the same calls give the same certificates.
+    autocast, channels_last, compile
+        Opt-in fast forward passes of the estimator (see :class:`~manifoldcert.estimator.MonteCarloEstimator`).
     """
 
     name: ClassVar[str]
@@ -84,6 +86,9 @@ class AbstractCertifier(abc.ABC):
         num_classes: int | None = None,
         input_shape: Sequence[int] | None = None,
         seed: int = 0,
+        autocast: torch.dtype | str | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         self.model = model
         self.input_shape = None if input_shape is None else tuple(int(s) for s in input_shape)
@@ -91,7 +96,14 @@ class AbstractCertifier(abc.ABC):
         self.estimator = (
             None
             if model is None
-            else MonteCarloEstimator(model, batch_size=batch_size, num_classes=num_classes)
+            else MonteCarloEstimator(
+                model,
+                batch_size=batch_size,
+                num_classes=num_classes,
+                autocast=autocast,
+                channels_last=channels_last,
+                compile=compile,
+            )
         )
         self._generator = None if self.estimator is None else self.estimator.generator(self.seed)
         self._plans: dict[Hashable, SequentialPlan] = {}  # sequential plans shared by inputs alike
