@@ -142,7 +142,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
     high_probability = None if args.high_probability is None else tuple(args.high_probability)
     print(
         summarize(
-            args.results, norm=args.norm, radii=args.radii, out_png=args.plot, high_probability=high_probability
+            args.results,
+            norm=args.norm,
+            radii=args.radii,
+            out_png=args.plot,
+            high_probability=high_probability,
         )
     )
     return 0
@@ -166,7 +170,14 @@ _GEOMSTATS_NAMES = {"affine-invariant": "SPDAffineMetric", "log-euclidean": "SPD
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from manifoldcert.bench import bench_dssn, bench_estimator, bench_functional, bench_rddrs, bench_unicr
+    from manifoldcert.bench import (
+        bench_dssn,
+        bench_estimator,
+        bench_functional,
+        bench_rddrs,
+        bench_scheduler,
+        bench_unicr,
+    )
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {_device(args.device)}")
     if args.what == "dssn":
@@ -227,6 +238,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             device=_device(args.device),
         )
         print(result.line())
+    for arch, shape in (("cnn", (1, 28, 28)), ("mlp", (1, 8, 8))):
+        print(bench_scheduler(arch, shape, batch_size=args.batch_size, device=_device(args.device)).line())
     return 0
 
 

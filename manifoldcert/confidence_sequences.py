@@ -107,6 +107,8 @@ class ConfidenceSequence(abc.ABC):
 
     def upper(self, successes, n, *, max_n: int | None = None) -> np.ndarray:
         """Upper bounds: one minus the lower bound of the failure proportion (the same guarantee)."""
+        if type(successes) is int and type(n) is int:
+            return 1.0 - self.lower(n - successes, n, max_n=max_n)
         successes, n = _as_counts(successes, n)
         return 1.0 - self.lower(n - successes, n, max_n=max_n)
 
@@ -136,6 +138,13 @@ class BetaMixture(ConfidenceSequence):
     the safe side, and :meth:`upper` its right end. Both ends hold *jointly* at level ``alpha`` at every n, so
     the bounds may be read after any number of samples (``looks`` only sets how often they are).
 
+    A *final look*: a stream that runs to its cap ``max_n`` has a fixed sample size there, where the exact
+    Clopper–Pearson bound is tighter than any anytime one. With ``final_share = s > 0`` the mixture runs at level
+    ``(1 − s)·alpha`` and the bound read at ``n = max_n`` is the larger of the mixture's and the one-sided
+    Clopper–Pearson bound at level ``s·alpha``; by the union bound every bound still holds jointly at ``alpha``
+    (the event "the stream reached ``max_n`` and the Clopper–Pearson bound there is wrong" is contained in the
+    Clopper–Pearson bound of the first ``max_n`` draws being wrong, probability ``<= s·alpha``).
+
     Parameters
     ----------
     alpha, first, growth
@@ -143,20 +152,52 @@ class BetaMixture(ConfidenceSequence):
     a, b : float
         The Beta prior's parameters: a = b = 1/2 is the Krichevsky–Trofimov mixture; the default (1, 1/8) favours
         proportions near 1, the regime of certification.
+    final_share : float in [0, 1)
+        The part of ``alpha`` spent on the final look (0: none; the bounds at ``max_n`` are then the mixture's).
     """
 
     name = "mixture"
 
     def __init__(
-        self, alpha: float = 0.001, *, a: float = 1.0, b: float = 0.125, first: int = 64, growth: float = 1.15
+        self,
+        alpha: float = 0.001,
+        *,
+        a: float = 1.0,
+        b: float = 0.125,
+        final_share: float = 0.25,
+        first: int = 64,
+        growth: float = 1.15,
     ) -> None:
         super().__init__(alpha, first=first, growth=growth)
         if not (a > 0 and b > 0 and math.isfinite(a) and math.isfinite(b)):
             raise ValueError(f"the Beta prior needs a > 0 and b > 0, got a={a!r}, b={b!r}")
-        self.a, self.b = float(a), float(b)
+        if not 0.0 <= final_share < 1.0:
+            raise ValueError(f"final_share must be in [0, 1), got {final_share!r}")
+        self.a, self.b, self.final_share = float(a), float(b), float(final_share)
+        self._mixture_alpha = self.alpha * (1.0 - self.final_share)
 
     def _options(self) -> dict:
-        return {"a": self.a, "b": self.b, **super()._options()}
+        return {"a": self.a, "b": self.b, "final_share": self.final_share, **super()._options()}
+
+    def lower(self, successes, n, *, max_n: int | None = None) -> np.ndarray:
+        if type(successes) is int and type(n) is int and 0 <= successes <= n and n >= 1:
+            return np.float64(self._scalar_bound(successes, n, max_n))  # one stream: no array overhead
+        successes, n = _as_counts(successes, n)
+        bound = self._mixture_lower(successes, n)
+        if max_n is None or self.final_share == 0.0 or not np.any(n == max_n):
+            return bound
+        final = n == max_n
+        with np.errstate(invalid="ignore"):
+            exact = stats.beta.ppf(self.alpha * self.final_share, successes, n - successes + 1)
+        exact = np.where(successes > 0, np.nan_to_num(exact, nan=0.0), 0.0)
+        return np.where(final, np.maximum(bound, exact), bound)
+
+    def _scalar_bound(self, successes: int, n: int, max_n: int | None) -> float:
+        bound = self._scalar_lower(successes, n)
+        if max_n is not None and n == max_n and self.final_share > 0.0 and successes > 0:
+            exact = float(stats.beta.ppf(self.alpha * self.final_share, successes, n - successes + 1))
+            bound = max(bound, exact)
+        return bound
 
     def log_martingale(self, successes, n, p) -> np.ndarray:
         """``log M_n(p)`` (arrays broadcast); ``+inf`` where ``p`` is impossible given the data."""
@@ -168,11 +209,11 @@ class BetaMixture(ConfidenceSequence):
         log_mixture = special.betaln(successes + self.a, failures + self.b) - special.betaln(self.a, self.b)
         return np.where(np.isfinite(log_likelihood), log_mixture - log_likelihood, np.inf)
 
-    def lower(self, successes, n, *, max_n: int | None = None) -> np.ndarray:
-        successes, n = _as_counts(successes, n)
+    def _mixture_lower(self, successes: np.ndarray, n: np.ndarray) -> np.ndarray:
+        """The mixture's own lower bound (level ``(1 − final_share)·alpha``)."""
         if successes.size == 1:
             return np.full(successes.shape, self._scalar_lower(int(successes.flat[0]), int(n.flat[0])))
-        threshold = math.log(1.0 / self.alpha)
+        threshold = math.log(1.0 / self._mixture_alpha)
         log_mixture = special.betaln(successes + self.a, n - successes + self.b) - special.betaln(
             self.a, self.b
         )
@@ -204,7 +245,7 @@ class BetaMixture(ConfidenceSequence):
         the safe side (the martingale at the returned point is verified to be >= 1/alpha)."""
         if successes == 0:
             return 0.0
-        threshold = math.log(1.0 / self.alpha)
+        threshold = math.log(1.0 / self._mixture_alpha)
         failures = n - successes
         if failures == 0:
             log_mixture = self._log_martingale_scalar(n, 0, 1.0)
@@ -226,7 +267,7 @@ class BetaMixture(ConfidenceSequence):
             if self._log_martingale_scalar(successes, failures, bound) >= threshold:
                 return bound
             bound = bound * (1.0 - 1e-12) - 1e-300
-        return float(self.lower(np.array([successes, successes]), np.array([n, n]))[0])
+        return float(self._mixture_lower(np.array([successes, successes]), np.array([n, n]))[0])
 
 
 class ScheduledClopperPearson(ConfidenceSequence):

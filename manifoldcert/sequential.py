@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -126,6 +126,13 @@ class SequentialPlan:
     reach: tuple[float, ...]
     #: The confidence sequence of the futility rule (``futility_alpha``).
     futility: ConfidenceSequence
+    _best: dict[int, float] = field(default_factory=dict, compare=False, repr=False)
+
+    def best_lower(self, failures: int) -> float:
+        """The lower bound at ``max_n`` if every remaining vote went to the top class, after ``failures`` others."""
+        if failures not in self._best:
+            self._best[failures] = float(self.sequence.lower(self.max_n - failures, self.max_n, max_n=self.max_n))
+        return self._best[failures]
 
     @classmethod
     def build(
@@ -277,9 +284,7 @@ class CertificationStream(VoteJob):
             return "certified"
         if n >= plan.max_n:
             return "budget"
-        remaining = plan.max_n - n
-        best = float(sequence.lower(successes + remaining, plan.max_n, max_n=plan.max_n))
-        if best < plan.thresholds[certified]:
+        if plan.best_lower(n - successes) < plan.thresholds[certified]:
             return "settled"
         self.p_upper = min(self.p_upper, float(plan.futility.upper(successes, n, max_n=plan.max_n)))
         if self.p_upper < plan.reach[certified]:

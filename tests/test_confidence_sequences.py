@@ -20,7 +20,7 @@ from manifoldcert.confidence_sequences import (
 def test_the_mixture_bound_with_every_vote_a_success_is_the_closed_form():
     """All n successes: M_n(p) = B(n + a, b) / (B(a, b) p^n), so the bound is (B(n + a, b) α / B(a, b))^(1/n)."""
     for a, b in ((1.0, 0.125), (0.5, 0.5)):
-        sequence = BetaMixture(0.001, a=a, b=b)
+        sequence = BetaMixture(0.001, a=a, b=b, final_share=0.0)
         for n in (1, 10, 6000, 100_000):
             expected = math.exp((special.betaln(n + a, b) - special.betaln(a, b) + math.log(0.001)) / n)
             assert float(sequence.lower(n, n)) == pytest.approx(expected, rel=1e-12)
@@ -29,7 +29,7 @@ def test_the_mixture_bound_with_every_vote_a_success_is_the_closed_form():
 
 def test_the_mixture_bound_is_the_left_end_of_the_confidence_set_by_brute_force():
     """On a fine grid, every p below the bound has M_n(p) >= 1/α and the first grid point above it does not."""
-    sequence = BetaMixture(0.01, a=0.5, b=0.5)
+    sequence = BetaMixture(0.01, a=0.5, b=0.5, final_share=0.0)
     grid = np.linspace(1e-6, 1 - 1e-6, 200_001)
     for successes, n in ((3, 10), (90, 100), (950, 1000), (4990, 5000)):
         log_m = sequence.log_martingale(successes, n, grid)
@@ -42,6 +42,17 @@ def test_the_mixture_bound_is_the_left_end_of_the_confidence_set_by_brute_force(
         assert scalar_and_vector[0] == pytest.approx(bound, abs=1e-12)
         upper = float(sequence.upper(successes, n))
         assert inside.max() <= upper <= inside.max() + 1e-5
+
+
+def test_the_final_look_adds_clopper_pearson_at_its_share_of_alpha():
+    """At n = max_n the bound is max(mixture at (1 − s)α, Clopper–Pearson at sα); before it, the mixture's."""
+    sequence, plain = BetaMixture(0.001, final_share=0.5), BetaMixture(0.0005, final_share=0.0)
+    for successes in (9_980, 9_999, 10_000):
+        final = float(sequence.lower(successes, 10_000, max_n=10_000))
+        expected = max(float(plain.lower(successes, 10_000)), clopper_pearson_lower(successes, 10_000, 0.0005))
+        assert final == pytest.approx(expected, rel=1e-12)
+        assert float(sequence.lower(successes, 10_000, max_n=20_000)) == float(plain.lower(successes, 10_000))
+    assert float(sequence.lower(9_990, 10_000, max_n=10_000)) > float(plain.lower(9_990, 10_000))
 
 
 def test_the_scheduled_bound_is_clopper_pearson_at_alpha_over_the_number_of_looks():
@@ -64,7 +75,7 @@ def test_the_scheduled_bound_is_clopper_pearson_at_alpha_over_the_number_of_look
 def test_anytime_bounds_cost_little_over_the_fixed_n_bound():
     """Anytime validity is paid for, but modestly: at n = 6,000 unbroken votes the mixture's bound certifies
     Φ⁻¹ ≥ 3 (a radius of 3σ), which the fixed-n Clopper–Pearson bound reaches at ~5,200 votes."""
-    mixture = BetaMixture(0.001)
+    mixture = BetaMixture(0.001, final_share=0.0)
     assert float(stats.norm.ppf(mixture.lower(6000, 6000))) >= 3.0
     assert float(stats.norm.ppf(clopper_pearson_lower(5200, 5200, 0.001))) >= 3.0
     assert float(mixture.lower(5400, 6000)) < clopper_pearson_lower(5400, 6000, 0.001)
@@ -88,8 +99,8 @@ def _simulated_violations(sequence, p: float, streams: int, max_n: int, seed: in
 
 @pytest.mark.parametrize(
     "sequence",
-    [BetaMixture(0.05), BetaMixture(0.05, a=0.5, b=0.5), ScheduledClopperPearson(0.05)],
-    ids=["mixture", "kt-mixture", "scheduled-cp"],
+    [BetaMixture(0.05), BetaMixture(0.05, a=0.5, b=0.5, final_share=0.0), ScheduledClopperPearson(0.05)],
+    ids=["mixture-with-final-look", "kt-mixture", "scheduled-cp"],
 )
 @pytest.mark.parametrize("p", [0.6, 0.97])
 def test_coverage_holds_over_the_whole_sequence_on_20000_streams(sequence, p):

@@ -221,7 +221,8 @@ def test_needed_max_n_is_the_smallest_that_reaches_the_threshold():
     sequence = BetaMixture(0.001)
     threshold = stats.norm.cdf(3.0)
     needed = needed_max_n(sequence, threshold)
-    assert float(sequence.lower(needed, needed)) >= threshold > float(sequence.lower(needed - 1, needed - 1))
+    at_cap = float(sequence.lower(needed, needed, max_n=needed))
+    assert at_cap >= threshold > float(sequence.lower(needed - 1, needed - 1, max_n=needed - 1))
     plan = SequentialPlan.build(sequence, lambda p: 0.25 * stats.norm.ppf(p), (0.25, 0.75), needed)
     assert plan.thresholds[0] == pytest.approx(stats.norm.cdf(1.0), abs=1e-9)
     assert plan.reach[1] >= plan.thresholds[1]
