@@ -352,7 +352,7 @@ class MonteCarloEstimator:
             finished = []
             for slot in dict.fromkeys(served):  # each served job once, in order
                 if not slot.pieces:
-                    slot.job.receive(slot.counts)
+                    slot.job.receive(slot.counts.cpu())  # the one host sync per request
                     if not slot.advance():
                         active.remove(slot)
                         finished.append(slot.job)
@@ -360,7 +360,8 @@ class MonteCarloEstimator:
             yield from finished
 
     def _count_pieces(self, slots: Sequence[_Slot], sizes: Sequence[int]) -> torch.Tensor:
-        """Votes per piece ``(len(sizes), num_classes)`` of one packed forward batch."""
+        """Votes per piece ``(len(sizes), num_classes)`` of one packed forward batch, on the model's device (no
+        host sync: counts move to the CPU once per request)."""
         with torch.inference_mode():
             noisy = [
                 slot.job.noise.perturb(
@@ -370,9 +371,11 @@ class MonteCarloEstimator:
             ]
             votes = self._votes(noisy[0] if len(noisy) == 1 else torch.cat(noisy))
             if len(sizes) == 1:
-                return torch.bincount(votes, minlength=self.num_classes).unsqueeze(0).cpu()
-            owners = torch.repeat_interleave(
-                torch.arange(len(sizes), device=votes.device), torch.tensor(sizes, device=votes.device)
+                return torch.bincount(votes, minlength=self.num_classes).unsqueeze(0)
+            owners = torch.repeat_interleave(  # output_size given: no device-to-host sync
+                torch.arange(len(sizes), device=votes.device),
+                torch.tensor(sizes).to(votes.device, non_blocking=True),
+                output_size=sum(sizes),
             )
             k = self.num_classes
-            return torch.bincount(owners * k + votes, minlength=len(sizes) * k).view(len(sizes), k).cpu()
+            return torch.bincount(owners * k + votes, minlength=len(sizes) * k).view(len(sizes), k)
