@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -97,6 +98,8 @@ class VoteJob(abc.ABC):
     x: torch.Tensor
     noise: AbstractNoise
     generator: torch.Generator | None
+    #: Time spent on this job: its share (by votes) of each forward batch it was in, plus its own ``receive``.
+    seconds: float = 0.0
 
     @abc.abstractmethod
     def request(self) -> int | None:
@@ -315,10 +318,11 @@ class MonteCarloEstimator:
     ) -> Iterator[VoteJob]:
         """Serve many inputs' vote requests in shared forward batches; yield each job as it finishes.
 
-        Up to ``max_active`` jobs are open at once; each batch packs whole pieces of their requests (a request
-        is split into pieces of at most ``batch_size`` exactly as :meth:`class_counts` splits ``n_samples``)
-        until the next piece would overflow ``batch_size``, so memory is bounded by ``batch_size`` noisy inputs
-        and a job's noise does not depend on the other jobs. Finished jobs free their slot for the next one of
+        Up to ``max_active`` jobs are open at once; each batch packs whole pieces of their requests, oldest job
+        first (a request is split into pieces of at most ``batch_size`` exactly as :meth:`class_counts` splits
+        ``n_samples``) until the next piece would overflow ``batch_size``, so memory is bounded by ``batch_size``
+        noisy inputs and a job's noise does not depend on the other jobs. Each job's ``seconds`` accumulates its
+        share of the batches it was in. Finished jobs free their slot for the next one of
         ``jobs`` (read lazily). A single job gets exactly the votes :meth:`class_counts` would give it.
         """
         batch_size = self.batch_size if batch_size is None else check_positive_int(batch_size, "batch_size")
@@ -347,16 +351,22 @@ class MonteCarloEstimator:
                     free -= sizes[-1]
                 if free == 0:
                     break
-            for slot, piece_counts in zip(served, self._count_pieces(served, sizes), strict=True):
+            began = time.perf_counter()
+            counts = self._count_pieces(served, sizes)
+            share = (time.perf_counter() - began) / sum(sizes)
+            for slot, size, piece_counts in zip(served, sizes, counts, strict=True):
                 slot.counts = piece_counts if slot.counts is None else slot.counts + piece_counts
+                slot.job.seconds += share * size
             finished = []
-            for slot in dict.fromkeys(served):  # each served job once, in order
+            for slot in dict.fromkeys(served):  # each served job once, oldest first
                 if not slot.pieces:
+                    began = time.perf_counter()
                     slot.job.receive(slot.counts.cpu())  # the one host sync per request
-                    if not slot.advance():
+                    more = slot.advance()
+                    slot.job.seconds += time.perf_counter() - began
+                    if not more:
                         active.remove(slot)
                         finished.append(slot.job)
-            active.rotate(-1)  # the next batch starts with another job
             yield from finished
 
     def _count_pieces(self, slots: Sequence[_Slot], sizes: Sequence[int]) -> torch.Tensor:

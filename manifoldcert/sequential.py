@@ -131,7 +131,9 @@ class SequentialPlan:
     def best_lower(self, failures: int) -> float:
         """The lower bound at ``max_n`` if every remaining vote went to the top class, after ``failures`` others."""
         if failures not in self._best:
-            self._best[failures] = float(self.sequence.lower(self.max_n - failures, self.max_n, max_n=self.max_n))
+            self._best[failures] = float(
+                self.sequence.lower(self.max_n - failures, self.max_n, max_n=self.max_n)
+            )
         return self._best[failures]
 
     @classmethod

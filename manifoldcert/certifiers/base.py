@@ -534,6 +534,7 @@ class SmoothingCertifier(VoteStreamCertifier):
         max_n: int | None = None,
         label: int | None = None,
     ) -> CertificationStream:
+        start = time.perf_counter()
         self.require_estimator()
         x, alpha = self._check_protocol(x, n0, n, alpha)
         if batch_size is not None:
@@ -567,7 +568,9 @@ class SmoothingCertifier(VoteStreamCertifier):
             plan=plan,
             label=check_label(label),
         )
-        stream.context.update(start=time.perf_counter(), dim=dim, alpha=alpha, runner_up=runner_up)
+        stream.context.update(
+            setup_seconds=time.perf_counter() - start, dim=dim, alpha=alpha, runner_up=runner_up
+        )
         return stream
 
     def close_stream(self, stream: CertificationStream) -> Certificate:
@@ -585,7 +588,7 @@ class SmoothingCertifier(VoteStreamCertifier):
             n0=stream.n0_used,
             n=stream.n_used,
             alpha=context["alpha"],
-            seconds=time.perf_counter() - context["start"],
+            seconds=stream.seconds + context["setup_seconds"],
             extra=stream_params(stream),
         )
 

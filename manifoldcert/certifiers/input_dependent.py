@@ -198,6 +198,7 @@ class InputDependentCertifier(VoteStreamCertifier):
         max_n: int | None = None,
         label: int | None = None,
     ) -> CertificationStream:
+        start = time.perf_counter()
         self.require_estimator()
         x, alpha = self._check_protocol(x, n0, n, alpha)
         if batch_size is not None:
@@ -226,7 +227,7 @@ class InputDependentCertifier(VoteStreamCertifier):
             label=check_label(label),
         )
         stream.context.update(
-            start=time.perf_counter(), dim=dim, sigma0=sigma0, semi_elasticity=r, alpha=alpha
+            setup_seconds=time.perf_counter() - start, dim=dim, sigma0=sigma0, semi_elasticity=r, alpha=alpha
         )
         return stream
 
@@ -249,7 +250,7 @@ class InputDependentCertifier(VoteStreamCertifier):
             n0=stream.n0_used,
             n=stream.n_used,
             alpha=context["alpha"],
-            seconds=time.perf_counter() - context["start"],
+            seconds=stream.seconds + context["setup_seconds"],
             params={
                 "noise": self.noise.name,
                 "sigma": sigma0,
