@@ -246,3 +246,15 @@ def test_the_scheduler_and_sequential_certification_run_on_cuda(linear_classifie
         assert len(certificates) == 3
     estimator = MonteCarloEstimator(model, autocast="bf16", channels_last=True)
     assert int(estimator.class_counts(xs[0], certifier.noise, 1000).sum()) == 1000
+
+
+@pytest.mark.parametrize(("method", "options"), [("ssn", {}), ("laplace", {}), ("uniform", {}), ("cohen", {})])
+def test_every_vote_certifier_streams(method, options):
+    """The shared protocol gives every SmoothingCertifier the sequential mode: a clear input is settled early."""
+    certifier = get_certifier(method, FirstCoordinateThreshold(), sigma=0.5, **options)
+    x = torch.tensor([0.9, 0.5, 0.5])
+    fixed = certifier.certify(x, n=20_000)
+    radius = 0.5 * fixed.radius[certifier.native_norm]
+    streamed = certifier.certify(x, n=20_000, sequential=True, target_radius=radius)
+    assert streamed.params["stop"] == "certified" and streamed.n < 20_000
+    assert radius <= streamed.radius[certifier.native_norm] <= fixed.radius[certifier.native_norm] + 1e-9
