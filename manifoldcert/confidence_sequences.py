@@ -88,6 +88,8 @@ class ConfidenceSequence(abc.ABC):
 
     #: Registry name (``certify(sequential=name)``).
     name: str
+    #: True when the bounds hold at every sample size, so a stream may be read anywhere (not only at looks).
+    anytime: bool = False
 
     def __init__(self, alpha: float = 0.001, *, first: int = 64, growth: float = 1.15) -> None:
         self.alpha = check_alpha(alpha)
@@ -157,6 +159,7 @@ class BetaMixture(ConfidenceSequence):
     """
 
     name = "mixture"
+    anytime = True
 
     def __init__(
         self,

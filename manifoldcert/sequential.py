@@ -127,6 +127,19 @@ class SequentialPlan:
     #: The confidence sequence of the futility rule (``futility_alpha``).
     futility: ConfidenceSequence
     _best: dict[int, float] = field(default_factory=dict, compare=False, repr=False)
+    _unbroken: dict[int, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def unbroken_reach(self, index: int) -> int:
+        """The smallest sample size at which unbroken top-class votes reach ``thresholds[index]``."""
+        if index not in self._unbroken:
+            threshold = self.thresholds[index]
+            low, high = 0, self.max_n  # the plan guarantees that max_n unbroken votes reach every threshold
+            while high - low > 1:
+                middle = (low + high) // 2
+                reached = float(self.sequence.lower(middle, middle, max_n=self.max_n)) >= threshold
+                low, high = (low, middle) if reached else (middle, high)
+            self._unbroken[index] = high
+        return self._unbroken[index]
 
     def best_lower(self, failures: int) -> float:
         """The lower bound at ``max_n`` if every remaining vote went to the top class, after ``failures`` others."""
@@ -249,7 +262,7 @@ class CertificationStream(VoteJob):
         self.p_lower = 0.0
         self.p_upper = 1.0
         self.stop: str | None = None
-        self._look = 0
+        self._successes = 0
         #: What the certifier that opened the stream needs to turn it into a certificate.
         self.context: dict = {}
 
@@ -260,7 +273,13 @@ class CertificationStream(VoteJob):
             return self.n0
         if self.plan is None:
             return self.n
-        return int(self.plan.looks[self._look]) - self.n_used
+        plan = self.plan
+        look = int(plan.looks[np.searchsorted(plan.looks, self.n_used, side="right")])
+        if plan.sequence.anytime and self._successes == self.n_used:
+            # Unbroken so far: look exactly where the next radius becomes reachable, if that comes sooner.
+            certified = sum(threshold <= self.p_lower for threshold in plan.thresholds)
+            look = min(look, max(self.n_used + 1, plan.unbroken_reach(certified)))
+        return look - self.n_used
 
     def receive(self, counts: torch.Tensor) -> None:
         if self.top_class is None:
@@ -273,7 +292,7 @@ class CertificationStream(VoteJob):
             self.p_lower = clopper_pearson_lower(successes, self.n_used, self.alpha)
             self.stop = "fixed"
             return
-        self._look += 1
+        self._successes = successes
         self.stop = self._decide(successes)
 
     def _decide(self, successes: int) -> str | None:
