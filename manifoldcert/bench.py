@@ -594,28 +594,6 @@ def _certified_accuracy(certificates, labels, radius: float, norm: str) -> float
     return sum(hits) / len(hits)
 
 
-def settling_radii(
-    certifier, radii: Sequence[float], max_n: int, alpha: float, dim: int
-) -> tuple[float, ...]:
-    """The largest prefix of ``radii`` that ``max_n`` votes can certify (a sequential run asks for these)."""
-    from manifoldcert.confidence_sequences import BetaMixture
-    from manifoldcert.sequential import SequentialPlan
-
-    reachable = list(radii)
-    while reachable:
-        try:
-            SequentialPlan.build(
-                BetaMixture(alpha),
-                lambda p: certifier.radius_for(p, dim=dim) if p > 0.5 else 0.0,
-                tuple(reachable),
-                max_n,
-            )
-            return tuple(reachable)
-        except ValueError:
-            reachable.pop()
-    raise ValueError(f"none of the radii {tuple(radii)} can be certified with {max_n:,} votes")
-
-
 def bench_sequential(
     model: torch.nn.Module,
     inputs: torch.Tensor,
@@ -647,7 +625,9 @@ def bench_sequential(
     count = len(labels)
     fixed_count = count if fixed_images is None else min(int(fixed_images), count)
     dim = int(inputs[0].numel())
-    settle = settling_radii(certifier, radii, n, alpha, dim)
+    settle = certifier.reachable_radii(radii, max_n=n, dim=dim, alpha=alpha, sequential=sequence)
+    if not settle:
+        raise ValueError(f"none of the radii {tuple(radii)} can be certified with {n:,} votes")
 
     def run(mode: str, chosen: range, **options: Any) -> tuple[CertificationRun, list]:
         generators = [estimator.generator(example_seed(seed, i)) for i in chosen]

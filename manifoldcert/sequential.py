@@ -109,6 +109,14 @@ def needed_max_n(sequence: ConfidenceSequence, threshold: float) -> int | None:
     return high
 
 
+def reachable_radii(
+    sequence: ConfidenceSequence, radius_of: Callable[[float], float], radii: Sequence[float], max_n: int
+) -> tuple[float, ...]:
+    """The longest prefix of ``radii`` that ``max_n`` unbroken top-class votes can certify under ``sequence``."""
+    best = float(sequence.lower(max_n, max_n, max_n=max_n))
+    return tuple(r for r in check_radii(tuple(radii), None) if probability_threshold(radius_of, r) <= best)
+
+
 @dataclass(frozen=True)
 class SequentialPlan:
     """The stopping rule of one input: its confidence sequence, radii and their probability thresholds.

@@ -40,6 +40,7 @@ from manifoldcert.sequential import (
     SequentialPlan,
     check_label,
     check_radii,
+    reachable_radii,
     stream_params,
 )
 
@@ -516,6 +517,22 @@ class SmoothingCertifier(VoteStreamCertifier):
             target_radius=target_radius,
             max_n=max_n,
             label=label,
+        )
+
+    def reachable_radii(
+        self,
+        radii: Sequence[float],
+        *,
+        max_n: int,
+        dim: int,
+        alpha: float = DEFAULT_ALPHA,
+        sequential: Sequential = True,
+    ) -> tuple[float, ...]:
+        """The longest prefix of ``radii`` that sequential certification with ``max_n`` votes can certify (what
+        to pass as ``radii=`` when a table's largest radii are out of reach)."""
+        sequence = resolve_sequence(sequential, self._probability_alpha(check_alpha(alpha)))
+        return reachable_radii(
+            sequence, lambda p: self.radius_for(p, dim=dim) if p > 0.5 else 0.0, radii, max_n
         )
 
     def open_stream(
