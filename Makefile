@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   create the venv, install, train on `digits`, certify with cohen / laplace / uniform and with
-#               ancer / rddrs (two metrics), tables + plot
+#               ancer / rddrs (two metrics), cohen sequentially, tables + plot
 #   make test   create the venv, install, run the default (fast) test suite
 VENV ?= .venv
 PYTHON ?= python3
