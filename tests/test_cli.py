@@ -104,11 +104,14 @@ def test_certify_errors_are_clear(checkpoint, tmp_path, capsys):
 def test_demo_runs_end_to_end_on_a_small_budget(tmp_path, capsys):
     paths = run_demo(str(tmp_path), n=200, max_count=20, epochs=2, geometry_count=2)
     geometry = ["rddrs-affine-invariant", "rddrs-log-euclidean", "ancer"]
-    assert sorted(paths) == sorted(["cohen", "laplace", "uniform", *geometry])
-    assert all(len(_rows(paths[m])) == 20 for m in ("cohen", "laplace", "uniform"))
+    assert sorted(paths) == sorted(["cohen", "laplace", "uniform", "cohen-sequential", *geometry])
+    assert all(len(_rows(paths[m])) == 20 for m in ("cohen", "laplace", "uniform", "cohen-sequential"))
     assert all(len(_rows(paths[m])) == 2 for m in geometry)
     text = capsys.readouterr().out
     assert "Certified accuracy on digits" in text and "| cohen |" in text
+    assert "Sequential certification (cohen" in text and "| sequential |" in text
+    sequential = _rows(paths["cohen-sequential"])
+    assert all(int(row["n"]) <= 200 for row in sequential)
     assert "Ellipsoids on digits" in text and all(
         f"| {label} |" in text for label in ("cohen (ball)", *geometry)
     )

@@ -18,6 +18,7 @@ import abc
 import math
 import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -50,6 +51,51 @@ Sequential = ConfidenceSequence | str | bool | None
 DEFAULT_N0 = 100
 DEFAULT_N = 100_000
 DEFAULT_ALPHA = 0.001
+
+
+@dataclass(frozen=True)
+class VoteOptions:
+    """The options of ``certify`` for a certifier whose certificate is one vote stream per input.
+
+    Attributes
+    ----------
+    n0, n, alpha
+        Cohen et al.'s selection and bounding sample sizes and the level.
+    batch_size : int, optional
+        Noisy inputs per forward pass (default: the certifier's).
+    generator : torch.Generator, optional
+        The input's random stream (default: the certifier's own).
+    runner_up : bool
+        Bound ``p_A`` and ``p_B`` together (fixed n, hard smoothing only).
+    sequential : True, str or ConfidenceSequence, optional
+        Stop the votes as soon as the answer is settled (:mod:`manifoldcert.sequential`): ``True`` or
+        ``"mixture"`` (the Beta-mixture confidence sequence), ``"clopper-pearson"`` (union-bound schedule), or an
+        instance. Hard smoothing only.
+    radii, target_radius : optional
+        With ``sequential``: the radii (the method's native norm, strictly increasing) whose certification
+        settles an input, or one target radius.
+    max_n : int, optional
+        With ``sequential``: at most this many bounding votes (default ``n``).
+    label : int, optional
+        Evaluation mode: bound this true label instead of SELECT's class — for benchmark tables, not for
+        deployment (it reads the ground truth).
+    """
+
+    n0: int = DEFAULT_N0
+    n: int = DEFAULT_N
+    alpha: float = DEFAULT_ALPHA
+    batch_size: int | None = None
+    generator: torch.Generator | None = None
+    runner_up: bool = False
+    sequential: Sequential = None
+    radii: Sequence[float] | None = None
+    target_radius: float | None = None
+    max_n: int | None = None
+    label: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_size is not None:
+            check_positive_int(self.batch_size, "batch_size")
 
 
 class AbstractCertifier(abc.ABC):
@@ -206,12 +252,8 @@ class AbstractCertifier(abc.ABC):
 
     def _sequential_plan(
         self,
-        sequential: Sequential,
+        options: VoteOptions,
         *,
-        radii: Sequence[float] | None,
-        target_radius: float | None,
-        max_n: int | None,
-        n: int,
         alpha: float,
         radius_of: Callable[[float], float],
         cache_key: Hashable | None = None,
@@ -219,16 +261,18 @@ class AbstractCertifier(abc.ABC):
         """The stopping rule of ``certify(sequential=...)``, or ``None`` for Cohen et al.'s fixed ``n``.
 
         ``radius_of`` maps a top-class probability to the certificate's radius in :attr:`native_norm`; the
-        requested ``radii`` are in that norm; ``max_n`` defaults to ``n``. Plans of inputs that share
-        ``cache_key`` (what ``radius_of`` depends on besides the probability) are built once.
+        requested ``radii`` are in that norm; ``max_n`` defaults to ``n``; ``alpha`` is the level of the bound.
+        Plans of inputs that share ``cache_key`` (what ``radius_of`` depends on besides the probability) are
+        built once.
         """
+        sequential, radii, max_n = options.sequential, options.radii, options.max_n
         if sequential is None or sequential is False:
-            if radii is not None or target_radius is not None or max_n is not None:
+            if radii is not None or options.target_radius is not None or max_n is not None:
                 raise ValueError("radii, target_radius and max_n apply to sequential=... certification only")
             return None
-        max_n = n if max_n is None else check_positive_int(max_n, "max_n")
+        max_n = options.n if max_n is None else check_positive_int(max_n, "max_n")
         sequence = resolve_sequence(sequential, alpha)
-        radii = check_radii(radii, target_radius)
+        radii = check_radii(radii, options.target_radius)
         key = None if cache_key is None else (cache_key, repr(sequence), radii, max_n)
         plans = self._plans
         if key is None or key not in plans:
@@ -287,9 +331,8 @@ class AbstractCertifier(abc.ABC):
 
                 def opened() -> Iterator[CertificationStream]:
                     for key, x, generator, *own in inputs:
-                        stream = self.open_stream(
-                            x, generator=generator, **options, **(own[0] if own else {})
-                        )
+                        own_options = {**options, **(own[0] if own else {}), "generator": generator}
+                        stream = self.open_stream(x, VoteOptions(**own_options))
                         stream.context["key"] = key
                         yield stream
 
@@ -324,17 +367,17 @@ class VoteStreamCertifier(AbstractCertifier):
         return True
 
     @abc.abstractmethod
-    def open_stream(self, x: torch.Tensor, **options: Any) -> CertificationStream:
+    def open_stream(self, x: torch.Tensor, options: VoteOptions) -> CertificationStream:
         """Validate the input and options of ``certify`` and open the input's stream (nothing is drawn yet)."""
 
     @abc.abstractmethod
     def close_stream(self, stream: CertificationStream) -> Certificate:
         """The certificate of a finished stream."""
 
-    def _certify_stream(self, x: torch.Tensor, **options: Any) -> Certificate:
+    def _certify_stream(self, x: torch.Tensor, options: VoteOptions) -> Certificate:
         """``certify`` through one stream."""
-        stream = self.open_stream(x, **options)
-        jobs = self.require_estimator().run_jobs([stream], batch_size=options.get("batch_size"))
+        stream = self.open_stream(x, options)
+        jobs = self.require_estimator().run_jobs([stream], batch_size=options.batch_size)
         for _ in jobs:
             pass
         return self.close_stream(stream)
@@ -452,72 +495,21 @@ class SmoothingCertifier(VoteStreamCertifier):
     def streams_votes(self) -> bool:
         return not self.soft
 
-    def certify(
-        self,
-        x: torch.Tensor,
-        *,
-        n0: int = DEFAULT_N0,
-        n: int = DEFAULT_N,
-        alpha: float = DEFAULT_ALPHA,
-        batch_size: int | None = None,
-        generator: torch.Generator | None = None,
-        runner_up: bool = False,
-        sequential: Sequential = None,
-        radii: Sequence[float] | None = None,
-        target_radius: float | None = None,
-        max_n: int | None = None,
-        label: int | None = None,
-    ) -> Certificate:
+    def certify(self, x: torch.Tensor, **options: Any) -> Certificate:
         """Certify one input: Cohen et al.'s CERTIFY, or its sequential form.
 
         Parameters
         ----------
         x : Tensor
             One input of shape ``(C, H, W)`` or ``(d,)``.
-        n0, n, alpha, batch_size, generator
-            Cohen et al.'s selection and bounding sample sizes, the level, the forward batch and the random
-            stream.
-        runner_up : bool
-            Bound ``p_A`` and ``p_B`` together (fixed n, hard smoothing only).
-        sequential : True, str or ConfidenceSequence, optional
-            Stop each input's votes as soon as its answer is settled (see :mod:`manifoldcert.sequential`):
-            ``True`` or ``"mixture"`` (the Beta-mixture confidence sequence), ``"clopper-pearson"`` (union-bound
-            schedule), or an instance. Hard smoothing only.
-        radii, target_radius : optional
-            With ``sequential``: the radii (in :attr:`native_norm`, strictly increasing) whose certification
-            settles an input, or one target radius.
-        max_n : int, optional
-            With ``sequential``: at most this many bounding votes (default ``n``).
-        label : int, optional
-            Evaluation mode (sequential or not): bound this true label instead of SELECT's class — for benchmark
-            tables, not for deployment (it reads the ground truth).
+        **options
+            The fields of :class:`VoteOptions`: ``n0``, ``n``, ``alpha``, ``batch_size``, ``generator``,
+            ``runner_up``, ``sequential``, ``radii`` / ``target_radius``, ``max_n``, ``label``.
         """
+        vote_options = VoteOptions(**options)
         if self.soft:
-            return self._certify_soft(
-                x,
-                n0=n0,
-                n=n,
-                alpha=alpha,
-                batch_size=batch_size,
-                generator=generator,
-                runner_up=runner_up,
-                sequential=sequential,
-                label=label,
-            )
-        return self._certify_stream(
-            x,
-            n0=n0,
-            n=n,
-            alpha=alpha,
-            batch_size=batch_size,
-            generator=generator,
-            runner_up=runner_up,
-            sequential=sequential,
-            radii=radii,
-            target_radius=target_radius,
-            max_n=max_n,
-            label=label,
-        )
+            return self._certify_soft(x, vote_options)
+        return self._certify_stream(x, vote_options)
 
     def reachable_radii(
         self,
@@ -535,27 +527,11 @@ class SmoothingCertifier(VoteStreamCertifier):
             sequence, lambda p: self.radius_for(p, dim=dim) if p > 0.5 else 0.0, radii, max_n
         )
 
-    def open_stream(
-        self,
-        x: torch.Tensor,
-        *,
-        n0: int = DEFAULT_N0,
-        n: int = DEFAULT_N,
-        alpha: float = DEFAULT_ALPHA,
-        batch_size: int | None = None,
-        generator: torch.Generator | None = None,
-        runner_up: bool = False,
-        sequential: Sequential = None,
-        radii: Sequence[float] | None = None,
-        target_radius: float | None = None,
-        max_n: int | None = None,
-        label: int | None = None,
-    ) -> CertificationStream:
+    def open_stream(self, x: torch.Tensor, options: VoteOptions) -> CertificationStream:
+        n0, n, alpha, runner_up = options.n0, options.n, options.alpha, options.runner_up
         start = time.perf_counter()
         self.require_estimator()
         x, alpha = self._check_protocol(x, n0, n, alpha)
-        if batch_size is not None:
-            check_positive_int(batch_size, "batch_size")
         if self.soft:
             raise ValueError(
                 "soft smoothing averages softmax scores, not votes: it has no vote stream (and sequential "
@@ -564,11 +540,7 @@ class SmoothingCertifier(VoteStreamCertifier):
         p_alpha = self._probability_alpha(alpha)
         dim = x.numel()
         plan = self._sequential_plan(
-            sequential,
-            radii=radii,
-            target_radius=target_radius,
-            max_n=max_n,
-            n=n,
+            options,
             alpha=p_alpha,
             radius_of=lambda p: self.radius_for(p, dim=dim) if p > 0.5 else 0.0,
             cache_key=dim,
@@ -578,12 +550,12 @@ class SmoothingCertifier(VoteStreamCertifier):
         stream = CertificationStream(
             x,
             self.noise,
-            self._generator_for(generator),
+            self._generator_for(options.generator),
             n0=n0,
             n=n,
             alpha=p_alpha,
             plan=plan,
-            label=check_label(label),
+            label=check_label(options.label),
         )
         stream.context.update(
             setup_seconds=time.perf_counter() - start, dim=dim, alpha=alpha, runner_up=runner_up
@@ -609,30 +581,19 @@ class SmoothingCertifier(VoteStreamCertifier):
             extra=stream_params(stream),
         )
 
-    def _certify_soft(
-        self,
-        x: torch.Tensor,
-        *,
-        n0: int,
-        n: int,
-        alpha: float,
-        batch_size: int | None,
-        generator: torch.Generator | None,
-        runner_up: bool,
-        sequential: Sequential,
-        label: int | None,
-    ) -> Certificate:
+    def _certify_soft(self, x: torch.Tensor, options: VoteOptions) -> Certificate:
         """Soft smoothing: the top class of the mean softmax on ``n0`` samples, Hoeffding's bound on ``n``."""
         estimator = self.require_estimator()
-        x, alpha = self._check_protocol(x, n0, n, alpha)
-        if runner_up:
+        n0, n, batch_size = options.n0, options.n, options.batch_size
+        x, alpha = self._check_protocol(x, n0, n, options.alpha)
+        if options.runner_up:
             raise ValueError("runner_up=True is available for hard (vote) smoothing only")
-        if sequential not in (None, False) or label is not None:
+        if options.sequential not in (None, False) or options.label is not None:
             raise ValueError(
                 "sequential certification and the evaluation mode bound vote counts (a binomial proportion); "
                 "soft smoothing averages softmax scores, to which they do not apply: use hard smoothing"
             )
-        generator = self._generator_for(generator)
+        generator = self._generator_for(options.generator)
         start = time.perf_counter()
         p_alpha = self._probability_alpha(alpha)
         top_class = int(

@@ -70,7 +70,14 @@ from torch import nn
 from manifoldcert._validation import check_name, check_positive_float, check_positive_int
 from manifoldcert.bounds import clopper_pearson_lower
 from manifoldcert.certificate import Certificate, Ellipsoid
-from manifoldcert.certifiers.base import DEFAULT_ALPHA, DEFAULT_N, DEFAULT_N0, AbstractCertifier, Sequential
+from manifoldcert.certifiers.base import (
+    DEFAULT_ALPHA,
+    DEFAULT_N,
+    DEFAULT_N0,
+    AbstractCertifier,
+    Sequential,
+    VoteOptions,
+)
 from manifoldcert.certifiers.memory import CertificationMemory, MemoryHit
 from manifoldcert.certifiers.smoothing_objectives import (
     DiagonalObjective,
@@ -628,14 +635,17 @@ class OptimisedSmoothing(AbstractCertifier):
         chain = self.optimise(x, top_class, n=n, alpha=alpha, generator=generator, batch_size=batch_size)
         covariance = chain.covariance
         sigma_min = math.sqrt(float(covariance.eigenvalues()[0]))
-        plan = self._sequential_plan(
-            sequential,
+        options = VoteOptions(
+            n0=n0,
+            n=n,
+            alpha=alpha,
+            sequential=sequential,
             radii=radii,
             target_radius=target_radius,
             max_n=max_n,
-            n=n,
-            alpha=alpha,
-            radius_of=lambda p: _mahalanobis_radius(p) * sigma_min,
+        )
+        plan = self._sequential_plan(
+            options, alpha=alpha, radius_of=lambda p: _mahalanobis_radius(p) * sigma_min
         )
         stream = self._bound_stream(x, top_class, covariance, n, alpha, plan, generator, batch_size)
         p_lower, radius = stream.p_lower, _mahalanobis_radius(stream.p_lower)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -35,10 +34,7 @@ from torch import nn
 from manifoldcert._validation import check_positive_int
 from manifoldcert.certificate import NORMS, Certificate, implied_radius
 from manifoldcert.certifiers.base import (
-    DEFAULT_ALPHA,
-    DEFAULT_N,
-    DEFAULT_N0,
-    Sequential,
+    VoteOptions,
     VoteStreamCertifier,
     check_probability,
 )
@@ -178,53 +174,34 @@ class InputDependentCertifier(VoteStreamCertifier):
         return implied_radius(radius, certified_norm="l2", norm=norm or "l2", dim=dim)
 
     def certify(self, x: torch.Tensor, **options: Any) -> Certificate:
-        """Certify one input; the options (fixed-n or ``sequential=``, ``label=``) are those of
-        :meth:`~manifoldcert.certifiers.SmoothingCertifier.certify` without ``runner_up``. Requested ``radii`` are
-        l2 radii; the sound radius is nondecreasing in ``p_A``, so its thresholds steer the stream."""
-        return self._certify_stream(x, **options)
+        """Certify one input; the options (:class:`~manifoldcert.certifiers.base.VoteOptions`: fixed-n or
+        ``sequential=``, ``label=``) are those of :meth:`~manifoldcert.certifiers.SmoothingCertifier.certify`
+        without ``runner_up``. Requested ``radii`` are l2 radii; the sound radius is nondecreasing in ``p_A``, so
+        its thresholds steer the stream."""
+        return self._certify_stream(x, VoteOptions(**options))
 
-    def open_stream(
-        self,
-        x: torch.Tensor,
-        *,
-        n0: int = DEFAULT_N0,
-        n: int = DEFAULT_N,
-        alpha: float = DEFAULT_ALPHA,
-        batch_size: int | None = None,
-        generator: torch.Generator | None = None,
-        sequential: Sequential = None,
-        radii: Sequence[float] | None = None,
-        target_radius: float | None = None,
-        max_n: int | None = None,
-        label: int | None = None,
-    ) -> CertificationStream:
+    def open_stream(self, x: torch.Tensor, options: VoteOptions) -> CertificationStream:
         start = time.perf_counter()
         self.require_estimator()
-        x, alpha = self._check_protocol(x, n0, n, alpha)
-        if batch_size is not None:
-            check_positive_int(batch_size, "batch_size")
+        x, alpha = self._check_protocol(x, options.n0, options.n, options.alpha)
+        if options.runner_up:
+            raise ValueError("input-dependent certificates use p_A only; runner_up=True is not available")
         sigma0 = float(self.sigma_function.checked(x.unsqueeze(0))[0])
         self.sigma_function.verify(x.detach().cpu().double(), generator=torch.Generator().manual_seed(0))
         dim = x.numel()
         r = self.sigma_function.semi_elasticity(dim)
         plan = self._sequential_plan(
-            sequential,
-            radii=radii,
-            target_radius=target_radius,
-            max_n=max_n,
-            n=n,
-            alpha=alpha,
-            radius_of=lambda p: input_dependent_radius(p, sigma0, r, dim),
+            options, alpha=alpha, radius_of=lambda p: input_dependent_radius(p, sigma0, r, dim)
         )
         stream = CertificationStream(
             x,
             self.noise,
-            self._generator_for(generator),
-            n0=n0,
-            n=n,
+            self._generator_for(options.generator),
+            n0=options.n0,
+            n=options.n,
             alpha=alpha,
             plan=plan,
-            label=check_label(label),
+            label=check_label(options.label),
         )
         stream.context.update(
             setup_seconds=time.perf_counter() - start, dim=dim, sigma0=sigma0, semi_elasticity=r, alpha=alpha
