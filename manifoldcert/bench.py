@@ -31,6 +31,28 @@ from manifoldcert.estimator import batch_sizes
 from manifoldcert.models import build_model
 
 
+def interleaved_medians(functions: Sequence[Callable[[], Any]], repeats: int, device: str) -> list[float]:
+    """Median seconds of each function over ``repeats`` interleaved rounds (machine load hits all alike), after
+    one warm-up call each; CUDA work is synchronised around every call."""
+
+    def timed(function: Callable[[], Any]) -> float:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        function()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    for function in functions:
+        function()
+    times: list[list[float]] = [[] for _ in functions]
+    for _ in range(repeats):
+        for bucket, function in zip(times, functions, strict=True):
+            bucket.append(timed(function))
+    return [statistics.median(bucket) for bucket in times]
+
+
 @dataclass(frozen=True)
 class EstimatorBenchmark:
     arch: str
@@ -82,29 +104,8 @@ def bench_estimator(
     def certify() -> None:
         certifier.certify(x, n0=n0, n=n, alpha=0.001)
 
-    def timed(fn) -> float:
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
-
-    forward_only(), certify()  # warm-up
-    forward_times, certify_times = [], []
-    for _ in range(repeats):  # interleaved so that machine load affects both alike
-        forward_times.append(timed(forward_only))
-        certify_times.append(timed(certify))
-    return EstimatorBenchmark(
-        arch,
-        tuple(input_shape),
-        n,
-        n0,
-        batch_size,
-        statistics.median(certify_times),
-        statistics.median(forward_times),
-    )
+    certify_seconds, forward_seconds = interleaved_medians((certify, forward_only), repeats, device)
+    return EstimatorBenchmark(arch, tuple(input_shape), n, n0, batch_size, certify_seconds, forward_seconds)
 
 
 @dataclass(frozen=True)
@@ -157,23 +158,8 @@ def bench_scheduler(
         for x, generator in zip(xs, generators(), strict=True):
             certifier.certify(x, generator=generator, n0=n0, n=n)
 
-    def timed(fn) -> float:
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
-
-    scheduled(), one_by_one()
-    scheduled_times, single_times = [], []
-    for _ in range(repeats):
-        scheduled_times.append(timed(scheduled))
-        single_times.append(timed(one_by_one))
-    return SchedulerBenchmark(
-        arch, n, images, batch_size, statistics.median(scheduled_times), statistics.median(single_times)
-    )
+    scheduled_seconds, single_seconds = interleaved_medians((scheduled, one_by_one), repeats, device)
+    return SchedulerBenchmark(arch, n, images, batch_size, scheduled_seconds, single_seconds)
 
 
 @dataclass(frozen=True)

@@ -248,7 +248,9 @@ def test_the_scheduler_and_sequential_certification_run_on_cuda(linear_classifie
     assert int(estimator.class_counts(xs[0], certifier.noise, 1000).sum()) == 1000
 
 
-@pytest.mark.parametrize(("method", "options"), [("ssn", {}), ("laplace", {}), ("uniform", {}), ("cohen", {})])
+@pytest.mark.parametrize(
+    ("method", "options"), [("ssn", {}), ("laplace", {}), ("uniform", {}), ("cohen", {})]
+)
 def test_every_vote_certifier_streams(method, options):
     """The shared protocol gives every SmoothingCertifier the sequential mode: a clear input is settled early."""
     certifier = get_certifier(method, FirstCoordinateThreshold(), sigma=0.5, **options)
@@ -258,3 +260,28 @@ def test_every_vote_certifier_streams(method, options):
     streamed = certifier.certify(x, n=20_000, sequential=True, target_radius=radius)
     assert streamed.params["stop"] == "certified" and streamed.n < 20_000
     assert radius <= streamed.radius[certifier.native_norm] <= fixed.radius[certifier.native_norm] + 1e-9
+
+
+def test_bench_sequential_reports_both_modes_on_the_same_images(linear_classifier):
+    from manifoldcert.bench import bench_sequential
+
+    inputs = torch.zeros(6, 10, dtype=torch.float64)
+    inputs[:, 0] = torch.linspace(-0.5, 2.0, 6)
+    labels = [int(float(linear_classifier.margin(x.unsqueeze(0))) > 0) for x in inputs]
+    result = bench_sequential(
+        linear_classifier,
+        inputs,
+        labels,
+        name="linear",
+        sigma=0.25,
+        radii=(0.25, 0.5, 2.0),
+        n=5000,
+        fixed_images=4,
+        progress=False,
+    )
+    assert result.settling_radii == (0.25, 0.5)  # 2.0 needs more than 5,000 votes
+    assert (
+        result.fixed.images == result.sequential_on_fixed_images.images == 4 and result.sequential.images == 6
+    )
+    assert result.fixed.passes_per_image == 5100 > result.sequential.passes_per_image
+    assert "ratios fixed / sequential" in "\n".join(result.lines())
