@@ -133,33 +133,37 @@ def certify_dataset(
     done = finished_indices(out_path, header)
     todo = [i for i in chosen if i not in done]
     new_file = not os.path.exists(out_path) or os.path.getsize(out_path) == 0
-    with open(out_path, "a", newline="") as handle:
-        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
-        if new_file:
-            writer.writerow(header)
-            handle.flush()
-        examples = (
-            (
-                idx,
-                inputs[idx],
-                estimator.generator(example_seed(seed, idx)),
-                _label_option(evaluation, labels, idx),
-            )
-            for idx in todo
-        )
-        results = certifier.iter_certify(examples, total=len(todo), progress=progress, **certify_options)
-        # Rows are written in the order of the examples: finished ones wait until those before them are done.
-        waiting: dict[int, Certificate] = {}
-        position = 0
-        for idx, cert in results:
-            waiting[idx] = cert
-            while position < len(todo) and todo[position] in waiting:
-                done_idx = todo[position]
-                writer.writerow(
-                    certificate_row(certifier, done_idx, int(labels[done_idx]), waiting.pop(done_idx))
+    written = 0
+    try:
+        with open(out_path, "a", newline="") as handle:
+            writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+            if new_file:
+                writer.writerow(header)
+                handle.flush()
+            examples = (
+                (
+                    idx,
+                    inputs[idx],
+                    estimator.generator(example_seed(seed, idx)),
+                    _label_option(evaluation, labels, idx),
                 )
-                position += 1
-            handle.flush()
+                for idx in todo
+            )
+            results = certifier.iter_certify(examples, total=len(todo), progress=progress, **certify_options)
+            # Rows are written in the order of the examples: finished ones wait for those before them.
+            waiting: dict[int, Certificate] = {}
+            for idx, cert in results:
+                waiting[idx] = cert
+                while written < len(todo) and todo[written] in waiting:
+                    done_idx = todo[written]
+                    row = certificate_row(certifier, done_idx, int(labels[done_idx]), waiting.pop(done_idx))
+                    writer.writerow(row)
+                    written += 1
+                handle.flush()
+    except BaseException:
+        if new_file and written == 0 and os.path.exists(out_path):
+            os.remove(out_path)  # a failure before the first row leaves no header-only file behind
+        raise
     return out_path
 
 

@@ -120,6 +120,23 @@ def test_demo_runs_end_to_end_on_a_small_budget(tmp_path, capsys):
     ).exists()
 
 
+def test_sequential_certification_from_the_command_line(checkpoint, tmp_path):
+    out = tmp_path / "sequential.tsv"
+    base = ["certify", "--checkpoint", str(checkpoint), "--method", "laplace", "--n", "4000", "--max", "5"]
+    assert main([*base, "--out", str(out), "--sequential", "mixture", "--radii", "0.1", "0.2"]) == 0
+    rows = _rows(out)
+    assert [r["idx"] for r in rows] == ["0", "1", "2", "3", "4"]
+    assert all(int(r["n0"]) == 100 and 0 < int(r["n"]) <= 4000 for r in rows)
+    evaluation = tmp_path / "evaluation.tsv"
+    argv = [*base, "--out", str(evaluation), "--sequential", "mixture", "--radii", "0.1", "--evaluation"]
+    assert main(argv) == 0
+    assert all(r["n0"] == "0" for r in _rows(evaluation))
+    assert main([*base, "--out", str(tmp_path / "bad.tsv"), "--radii", "0.1"]) != 0
+    assert not (tmp_path / "bad.tsv").exists()
+    unreachable = [*base, "--out", str(tmp_path / "far.tsv"), "--sequential", "mixture", "--radii", "9.0"]
+    assert main(unreachable) != 0 and not (tmp_path / "far.tsv").exists()
+
+
 def test_dssn_through_the_command_line(checkpoint, tmp_path, capsys):
     model = tmp_path / "dssn.pt"
     assert (
