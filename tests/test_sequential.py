@@ -285,3 +285,15 @@ def test_bench_sequential_reports_both_modes_on_the_same_images(linear_classifie
     )
     assert result.fixed.passes_per_image == 5100 > result.sequential.passes_per_image
     assert "ratios fixed / sequential" in "\n".join(result.lines())
+
+
+def test_the_worked_example_of_docs_sequential_md_runs():
+    """Every python block of docs/sequential.md is executed (they assert what they print)."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "docs" / "sequential.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, "docs/sequential.md", "exec"), {})
