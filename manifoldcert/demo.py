@@ -78,21 +78,7 @@ def run_demo(
         models[method] = model
         certifier = get_certifier(method, model, sigma=DEMO_SIGMA, input_shape=test.input_shape)
         certifier_for[method] = certifier
-        path = os.path.join(out_dir, f"{method}.tsv")
-        if os.path.exists(path):
-            os.remove(path)
-        certify_dataset(
-            certifier,
-            inputs,
-            test.labels,
-            path,
-            max_count=max_count,
-            seed=seed,
-            n0=100,
-            n=n,
-            alpha=0.001,
-            progress=True,
-        )
+        path = _fresh_run(certifier, test, os.path.join(out_dir, f"{method}.tsv"), n, max_count, seed)
         paths[method] = path
         print(
             f"{method}: {noise!r}, base accuracy {clean:.3f}, trained and certified in "
@@ -120,16 +106,14 @@ def run_demo(
     return paths
 
 
-def _sequential(certifier, inputs, test, fixed_path: str, out_dir: str, n: int, max_count, seed: int) -> str:
-    """Cohen's certifier again, sequentially (the table's l2 radii, max_n = n): votes per image and accuracy."""
-    path = os.path.join(out_dir, "cohen_sequential.tsv")
+def _fresh_run(certifier, test, path: str, n: int, max_count, seed: int, **options) -> str:
+    """Certify the test points to ``path`` from scratch (n0 = 100, α = 0.001)."""
     if os.path.exists(path):
         os.remove(path)
-    radii = TABLE_RADII["l2"]
-    settle = certifier.reachable_radii(radii, max_n=n, dim=int(inputs[0].numel()))
-    certify_dataset(
+    options = {"progress": True, **options}
+    return certify_dataset(
         certifier,
-        inputs,
+        test.inputs(),
         test.labels,
         path,
         max_count=max_count,
@@ -137,10 +121,16 @@ def _sequential(certifier, inputs, test, fixed_path: str, out_dir: str, n: int, 
         n0=100,
         n=n,
         alpha=0.001,
-        sequential=True,
-        radii=settle,
-        progress=False,
+        **options,
     )
+
+
+def _sequential(certifier, inputs, test, fixed_path: str, out_dir: str, n: int, max_count, seed: int) -> str:
+    """Cohen's certifier again, sequentially (the table's l2 radii, max_n = n): votes per image and accuracy."""
+    radii = TABLE_RADII["l2"]
+    settle = certifier.reachable_radii(radii, max_n=n, dim=int(inputs[0].numel()))
+    path = os.path.join(out_dir, "cohen_sequential.tsv")
+    _fresh_run(certifier, test, path, n, max_count, seed, sequential=True, radii=settle, progress=False)
     fixed, sequential = _rows(fixed_path), _rows(path)
     votes = {
         label: sum(int(line["n0"]) + int(line["n"]) for line in lines) / len(lines)
