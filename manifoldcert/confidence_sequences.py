@@ -40,6 +40,7 @@ import numpy as np
 from scipy import optimize, special, stats
 
 from manifoldcert._validation import check_alpha, check_positive_int
+from manifoldcert.bounds import clopper_pearson_lower
 
 #: Bisection steps of :meth:`BetaMixture.lower`: the bracket shrinks to 2^-60 of [0, 1], below float64's
 #: resolution near 1, and the returned end is always on the safe side.
@@ -58,6 +59,13 @@ def _as_counts(successes, n) -> tuple[np.ndarray, np.ndarray]:
     ):
         raise ValueError("need integer counts with 0 <= successes <= n and n >= 1")
     return successes, n
+
+
+def _clopper_pearson_lower(successes: np.ndarray, n: np.ndarray, level: float) -> np.ndarray:
+    """Elementwise one-sided Clopper–Pearson lower bounds (``bounds.clopper_pearson_lower`` over arrays)."""
+    with np.errstate(invalid="ignore"):
+        bound = stats.beta.ppf(level, successes, n - successes + 1)
+    return np.where(successes > 0, np.nan_to_num(bound, nan=0.0), 0.0)
 
 
 def geometric_looks(max_n: int, *, first: int, growth: float) -> np.ndarray:
@@ -97,10 +105,16 @@ class ConfidenceSequence(abc.ABC):
         if not growth > 1.0:
             raise ValueError(f"growth must be > 1, got {growth!r}")
         self.growth = float(growth)
+        self._looks: dict[int, np.ndarray] = {}
 
     def looks(self, max_n: int) -> np.ndarray:
-        """The sample sizes at which the bounds may be read when at most ``max_n`` samples are drawn."""
-        return geometric_looks(max_n, first=self.first, growth=self.growth)
+        """The sample sizes at which the bounds may be read when at most ``max_n`` samples are drawn (built once
+        per ``max_n``, read-only)."""
+        if max_n not in self._looks:
+            looks = geometric_looks(max_n, first=self.first, growth=self.growth)
+            looks.flags.writeable = False
+            self._looks[max_n] = looks
+        return self._looks[max_n]
 
     @abc.abstractmethod
     def lower(self, successes, n, *, max_n: int | None = None) -> np.ndarray:
@@ -189,17 +203,13 @@ class BetaMixture(ConfidenceSequence):
         bound = self._mixture_lower(successes, n)
         if max_n is None or self.final_share == 0.0 or not np.any(n == max_n):
             return bound
-        final = n == max_n
-        with np.errstate(invalid="ignore"):
-            exact = stats.beta.ppf(self.alpha * self.final_share, successes, n - successes + 1)
-        exact = np.where(successes > 0, np.nan_to_num(exact, nan=0.0), 0.0)
-        return np.where(final, np.maximum(bound, exact), bound)
+        exact = _clopper_pearson_lower(successes, n, self.alpha * self.final_share)
+        return np.where(n == max_n, np.maximum(bound, exact), bound)
 
     def _scalar_bound(self, successes: int, n: int, max_n: int | None) -> float:
         bound = self._scalar_lower(successes, n)
-        if max_n is not None and n == max_n and self.final_share > 0.0 and successes > 0:
-            exact = float(stats.beta.ppf(self.alpha * self.final_share, successes, n - successes + 1))
-            bound = max(bound, exact)
+        if max_n is not None and n == max_n and self.final_share > 0.0:
+            bound = max(bound, clopper_pearson_lower(successes, n, self.alpha * self.final_share))
         return bound
 
     def log_martingale(self, successes, n, p) -> np.ndarray:
@@ -231,8 +241,9 @@ class BetaMixture(ConfidenceSequence):
             low, high = np.where(rejected, middle, low), np.where(rejected, high, middle)
         return np.where(successes > 0, low, 0.0)
 
-    def _log_martingale_scalar(self, successes: int, failures: int, p: float) -> float:
-        log_mixture = (
+    def _log_mixture_scalar(self, successes: int, failures: int) -> float:
+        """``log B(S + a, F + b) − log B(a, b)``: the numerator of ``M_n``, independent of ``p``."""
+        return (
             math.lgamma(successes + self.a)
             + math.lgamma(failures + self.b)
             - math.lgamma(successes + failures + self.a + self.b)
@@ -240,37 +251,33 @@ class BetaMixture(ConfidenceSequence):
             - math.lgamma(self.b)
             + math.lgamma(self.a + self.b)
         )
-        log_likelihood = successes * math.log(p) + (failures * math.log1p(-p) if failures else 0.0)
-        return log_mixture - log_likelihood
 
     def _scalar_lower(self, successes: int, n: int) -> float:
         """One stream's lower bound: closed form when every sample succeeded, else Brent's root then a step to
         the safe side (the martingale at the returned point is verified to be >= 1/alpha)."""
         if successes == 0:
             return 0.0
-        threshold = math.log(1.0 / self._mixture_alpha)
         failures = n - successes
+        # log M_n(p) >= log(1/alpha)  <=>  S log p + F log(1 − p) <= log_mixture − log(1/alpha) =: level
+        level = self._log_mixture_scalar(successes, failures) - math.log(1.0 / self._mixture_alpha)
+
+        def rejected_by(p: float) -> float:
+            """> 0 where the martingale at ``p`` is below 1/alpha, <= 0 where ``p`` is rejected."""
+            return successes * math.log(p) + (failures * math.log1p(-p) if failures else 0.0) - level
+
         if failures == 0:
-            log_mixture = self._log_martingale_scalar(n, 0, 1.0)
-            bound = math.exp((log_mixture - threshold) / n)
+            bound = math.exp(level / n)
         else:
-
-            def excess(p: float) -> float:
-                return self._log_martingale_scalar(successes, failures, p) - threshold
-
-            estimate = successes / n
-            if excess(estimate) >= 0:  # cannot happen (M_n at the MLE is <= 1); kept as a guard
+            estimate, tiny = successes / n, 1e-300
+            if (
+                rejected_by(estimate) <= 0 or rejected_by(tiny) > 0
+            ):  # cannot happen: M_n(S/n) <= 1, M_n(0+) = ∞
                 return 0.0
-            tiny = 1e-300
-            if excess(tiny) < 0:
-                return 0.0
-            bound = optimize.brentq(excess, tiny, estimate, xtol=1e-15, rtol=1e-13)
+            bound = optimize.brentq(rejected_by, tiny, estimate, xtol=1e-15, rtol=1e-13)
         # Step down until the point is rejected: every p below it then is (log M_n decreases on [0, S/n]).
-        for _ in range(64):
-            if self._log_martingale_scalar(successes, failures, bound) >= threshold:
-                return bound
+        while rejected_by(bound) > 0:
             bound = bound * (1.0 - 1e-12) - 1e-300
-        return float(self._mixture_lower(np.array([successes, successes]), np.array([n, n]))[0])
+        return bound
 
 
 class ScheduledClopperPearson(ConfidenceSequence):
@@ -297,10 +304,7 @@ class ScheduledClopperPearson(ConfidenceSequence):
         looks = self.looks(max_n)
         if not np.isin(n, looks).all():
             raise ValueError(f"{type(self).__name__} may be read only at its looks {looks.tolist()}")
-        level = self.level_per_look(max_n)
-        with np.errstate(invalid="ignore"):
-            bound = stats.beta.ppf(level, successes, n - successes + 1)
-        return np.where(successes > 0, np.nan_to_num(bound, nan=0.0), 0.0)
+        return _clopper_pearson_lower(successes, n, self.level_per_look(max_n))
 
 
 #: The confidence sequences by name, for ``certify(sequential=name)``.
