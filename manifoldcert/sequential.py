@@ -271,6 +271,7 @@ class CertificationStream(VoteJob):
         self.p_upper = 1.0
         self.stop: str | None = None
         self._successes = 0
+        self._certified = 0  # requested radii certified so far
         #: What the certifier that opened the stream needs to turn it into a certificate.
         self.context: dict = {}
 
@@ -285,8 +286,7 @@ class CertificationStream(VoteJob):
         look = int(plan.looks[np.searchsorted(plan.looks, self.n_used, side="right")])
         if plan.sequence.anytime and self._successes == self.n_used:
             # Unbroken so far: look exactly where the next radius becomes reachable, if that comes sooner.
-            certified = sum(threshold <= self.p_lower for threshold in plan.thresholds)
-            look = min(look, max(self.n_used + 1, plan.unbroken_reach(certified)))
+            look = min(look, max(self.n_used + 1, plan.unbroken_reach(self._certified)))
         return look - self.n_used
 
     def receive(self, counts: torch.Tensor) -> None:
@@ -308,7 +308,7 @@ class CertificationStream(VoteJob):
         plan, n = self.plan, self.n_used
         sequence = plan.sequence
         self.p_lower = max(self.p_lower, float(sequence.lower(successes, n, max_n=plan.max_n)))
-        certified = sum(threshold <= self.p_lower for threshold in plan.thresholds)
+        certified = self._certified = sum(threshold <= self.p_lower for threshold in plan.thresholds)
         if certified == len(plan.thresholds):
             return "certified"
         if n >= plan.max_n:

@@ -273,14 +273,12 @@ class AbstractCertifier(abc.ABC):
         max_n = options.n if max_n is None else check_positive_int(max_n, "max_n")
         sequence = resolve_sequence(sequential, alpha)
         radii = check_radii(radii, options.target_radius)
-        key = None if cache_key is None else (cache_key, repr(sequence), radii, max_n)
-        plans = self._plans
-        if key is None or key not in plans:
-            plan = SequentialPlan.build(sequence, radius_of, radii, max_n)
-            if key is None:
-                return plan
-            plans[key] = plan
-        return plans[key]
+        if cache_key is None:
+            return SequentialPlan.build(sequence, radius_of, radii, max_n)
+        key = (cache_key, repr(sequence), radii, max_n)
+        if key not in self._plans:
+            self._plans[key] = SequentialPlan.build(sequence, radius_of, radii, max_n)
+        return self._plans[key]
 
     def certify_batch(
         self,
@@ -523,9 +521,11 @@ class SmoothingCertifier(VoteStreamCertifier):
         """The longest prefix of ``radii`` that sequential certification with ``max_n`` votes can certify (what
         to pass as ``radii=`` when a table's largest radii are out of reach)."""
         sequence = resolve_sequence(sequential, self._probability_alpha(check_alpha(alpha)))
-        return reachable_radii(
-            sequence, lambda p: self.radius_for(p, dim=dim) if p > 0.5 else 0.0, radii, max_n
-        )
+        return reachable_radii(sequence, self._radius_of(dim), radii, max_n)
+
+    def _radius_of(self, dim: int) -> Callable[[float], float]:
+        """Top-class probability → native radius at dimension ``dim`` (0 up to p_A = 1/2): what plans invert."""
+        return lambda p: self.radius_for(p, dim=dim) if p > 0.5 else 0.0
 
     def open_stream(self, x: torch.Tensor, options: VoteOptions) -> CertificationStream:
         n0, n, alpha, runner_up = options.n0, options.n, options.alpha, options.runner_up
@@ -542,7 +542,7 @@ class SmoothingCertifier(VoteStreamCertifier):
         plan = self._sequential_plan(
             options,
             alpha=p_alpha,
-            radius_of=lambda p: self.radius_for(p, dim=dim) if p > 0.5 else 0.0,
+            radius_of=self._radius_of(dim),
             cache_key=dim,
         )
         if runner_up and plan is not None:
