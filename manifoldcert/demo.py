@@ -22,7 +22,7 @@ import time
 
 from manifoldcert.certifiers import get_certifier
 from manifoldcert.data import load_dataset
-from manifoldcert.report import accuracy_table, plot_certified_accuracy, read_results
+from manifoldcert.report import accuracy_table, certified_accuracy, plot_certified_accuracy, read_results
 from manifoldcert.runs import certify_dataset
 from manifoldcert.train import train_checkpoint
 
@@ -144,11 +144,8 @@ def _sequential(certifier, inputs, test, fixed_path: str, out_dir: str, n: int, 
     )
     print("| radius | " + " | ".join(f"{r:g}" for r in radii) + " |")
     print("|---|" + "---:|" * len(radii))
-    for label, lines in (("fixed n", fixed), ("sequential", sequential)):
-        cells = [
-            sum(line["correct"] == "1" and float(line["radius_l2"]) >= r for line in lines) / len(lines)
-            for r in radii
-        ]
+    for label, run in (("fixed n", fixed_path), ("sequential", path)):
+        cells = certified_accuracy(read_results(run), radii, "l2")
         print(f"| {label} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
     return path
 
