@@ -258,24 +258,25 @@ class BetaMixture(ConfidenceSequence):
         if successes == 0:
             return 0.0
         failures = n - successes
-        # log M_n(p) >= log(1/alpha)  <=>  S log p + F log(1 − p) <= log_mixture − log(1/alpha) =: level
-        level = self._log_mixture_scalar(successes, failures) - math.log(1.0 / self._mixture_alpha)
+        threshold = math.log(1.0 / self._mixture_alpha)
+        log_mixture = self._log_mixture_scalar(successes, failures)
 
-        def rejected_by(p: float) -> float:
-            """> 0 where the martingale at ``p`` is below 1/alpha, <= 0 where ``p`` is rejected."""
-            return successes * math.log(p) + (failures * math.log1p(-p) if failures else 0.0) - level
+        def excess(p: float) -> float:
+            """``log M_n(p) − log(1/alpha)``: >= 0 where ``p`` is rejected."""
+            log_likelihood = successes * math.log(p) + (failures * math.log1p(-p) if failures else 0.0)
+            return log_mixture - log_likelihood - threshold
 
         if failures == 0:
-            bound = math.exp(level / n)
+            bound = math.exp((log_mixture - threshold) / n)
         else:
             estimate, tiny = successes / n, 1e-300
-            if (
-                rejected_by(estimate) <= 0 or rejected_by(tiny) > 0
-            ):  # cannot happen: M_n(S/n) <= 1, M_n(0+) = ∞
+            if excess(estimate) >= 0 or excess(tiny) < 0:  # cannot happen: M_n(S/n) <= 1, M_n(0+) = ∞
                 return 0.0
-            bound = optimize.brentq(rejected_by, tiny, estimate, xtol=1e-15, rtol=1e-13)
+            bound = optimize.brentq(
+                excess, tiny, estimate, xtol=tiny, rtol=1e-13
+            )  # relative: roots can be ~1e-9
         # Step down until the point is rejected: every p below it then is (log M_n decreases on [0, S/n]).
-        while rejected_by(bound) > 0:
+        while excess(bound) < 0:
             bound = bound * (1.0 - 1e-12) - 1e-300
         return bound
 
