@@ -88,6 +88,18 @@ def resolve_autocast(autocast: torch.dtype | str | None, device: torch.device) -
     return dtype
 
 
+class ModelOutputError(ValueError):
+    """The base classifier returned something that is not a batch of finite logits ``(b, num_classes)``.
+
+    Raised instead of certifying: the argmax of NaN logits is class 0, so a broken model would otherwise be
+    certified with the largest radius.
+    """
+
+
+def _describe(model: nn.Module) -> str:
+    return f"the model {type(model).__name__}"
+
+
 class VoteJob(abc.ABC):
     """One input's vote counting as :meth:`MonteCarloEstimator.run_jobs` serves it.
 
@@ -182,15 +194,54 @@ class MonteCarloEstimator:
         batch_size = self.batch_size if batch_size is None else check_positive_int(batch_size, "batch_size")
         return x.to(device=self.device, dtype=self.dtype), batch_size
 
-    def _forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Logits of the base classifier (full precision, for gradients and soft smoothing)."""
-        logits = self.model(inputs)
+    def _check_logits(self, logits: object, batch: int) -> torch.Tensor:
+        """Refuse an output that is not ``(batch, num_classes)`` floating-point logits (shape only: no host sync);
+        the first output fixes ``num_classes`` when it was not given."""
+        if not isinstance(logits, torch.Tensor):
+            raise ModelOutputError(
+                f"{_describe(self.model)} returned a {type(logits).__name__}, not a tensor of logits "
+                f"(wrap it so that it returns the logits tensor)"
+            )
+        expected = "num_classes" if self.num_classes is None else self.num_classes
+        if logits.dim() != 2 or logits.shape[0] != batch or not logits.is_floating_point():
+            raise ModelOutputError(
+                f"{_describe(self.model)} returned {logits.dtype} logits of shape {tuple(logits.shape)} for a "
+                f"batch of {batch} inputs; expected floating-point logits of shape ({batch}, {expected})"
+            )
         if self.num_classes is None:
             self.num_classes = int(logits.shape[1])
+        elif logits.shape[1] != self.num_classes:
+            raise ModelOutputError(
+                f"{_describe(self.model)} returned {logits.shape[1]} logits per input, but num_classes is "
+                f"{self.num_classes}: its classes would fall outside 0..{self.num_classes - 1}"
+            )
         return logits
 
+    def _refuse_non_finite(self, inputs: int) -> None:
+        raise ModelOutputError(
+            f"{_describe(self.model)} returned NaN or infinite logits for {inputs} noisy input(s); nothing is "
+            "certified from a model whose output is not finite"
+        )
+
+    def _forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Logits of the base classifier (full precision, for gradients and soft smoothing), checked finite."""
+        logits = self._check_logits(self.model(inputs), inputs.shape[0])
+        bad = int((~torch.isfinite(logits.detach()).all(1)).sum())
+        if bad:
+            self._refuse_non_finite(bad)
+        return logits
+
+    def _checked_counts(self, counts: torch.Tensor) -> torch.Tensor:
+        """Counts ``(..., num_classes + 1)`` whose last column counts non-finite outputs → ``(..., num_classes)``,
+        refused when that column is not zero. Called where the counts reach the CPU anyway."""
+        bad = int(counts[..., -1].sum())
+        if bad:
+            self._refuse_non_finite(bad)
+        return counts[..., :-1]
+
     def _votes(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Top-1 classes of a batch, through the opt-in fast forward (autocast, channels-last, compile)."""
+        """Top-1 classes of a batch, through the opt-in fast forward (autocast, channels-last, compile); class
+        ``num_classes`` for a non-finite output."""
         if self.channels_last and inputs.dim() == 4:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         precision = (
@@ -199,10 +250,11 @@ class MonteCarloEstimator:
             else contextlib.nullcontext()
         )
         with precision:
-            logits = self._forward_model(inputs)
-        if self.num_classes is None:
-            self.num_classes = int(logits.shape[1])
-        return logits.argmax(1)
+            logits = self._check_logits(self._forward_model(inputs), inputs.shape[0])
+        # A row with a NaN or infinite logit votes for the extra class ``num_classes``, which
+        # :meth:`_checked_counts` refuses once the counts are on the host (no extra device sync here).
+        finite = torch.isfinite(logits).all(1)
+        return torch.where(finite, logits.argmax(1), self.num_classes)
 
     def _noisy_logits(self, x: torch.Tensor, noise: AbstractNoise, size: int, generator) -> torch.Tensor:
         return self._forward(noise.perturb(x.unsqueeze(0).expand(size, *x.shape), generator=generator))
@@ -212,9 +264,10 @@ class MonteCarloEstimator:
         counts = None
         with torch.inference_mode():
             for inputs in batches:
-                batch_counts = torch.bincount(self._votes(inputs), minlength=self.num_classes)
+                votes = self._votes(inputs)
+                batch_counts = torch.bincount(votes, minlength=self.num_classes + 1)
                 counts = batch_counts if counts is None else counts + batch_counts
-        return counts.cpu()
+        return self._checked_counts(counts.cpu())
 
     def class_counts(
         self,
@@ -361,7 +414,7 @@ class MonteCarloEstimator:
             for slot in dict.fromkeys(served):  # each served job once, oldest first
                 if not slot.pieces:
                     began = time.perf_counter()
-                    slot.job.receive(slot.counts.cpu())  # the one host sync per request
+                    slot.job.receive(self._checked_counts(slot.counts.cpu()))  # one host sync per request
                     more = slot.advance()
                     slot.job.seconds += time.perf_counter() - began
                     if not more:
@@ -370,8 +423,8 @@ class MonteCarloEstimator:
             yield from finished
 
     def _count_pieces(self, slots: Sequence[_Slot], sizes: Sequence[int]) -> torch.Tensor:
-        """Votes per piece ``(len(sizes), num_classes)`` of one packed forward batch, on the model's device (no
-        host sync: counts move to the CPU once per request)."""
+        """Votes per piece ``(len(sizes), num_classes + 1)`` of one packed forward batch (last column: non-finite
+        outputs), on the model's device (no host sync: counts move to the CPU once per request)."""
         with torch.inference_mode():
             noisy = [
                 slot.job.noise.perturb(
@@ -380,12 +433,12 @@ class MonteCarloEstimator:
                 for slot, size in zip(slots, sizes, strict=True)
             ]
             votes = self._votes(noisy[0] if len(noisy) == 1 else torch.cat(noisy))
+            k = self.num_classes + 1  # the classes and the column of non-finite outputs
             if len(sizes) == 1:
-                return torch.bincount(votes, minlength=self.num_classes).unsqueeze(0)
+                return torch.bincount(votes, minlength=k).unsqueeze(0)
             owners = torch.repeat_interleave(  # output_size given: no device-to-host sync
                 torch.arange(len(sizes), device=votes.device),
                 torch.tensor(sizes).to(votes.device, non_blocking=True),
                 output_size=sum(sizes),
             )
-            k = self.num_classes
             return torch.bincount(owners * k + votes, minlength=len(sizes) * k).view(len(sizes), k)
