@@ -58,8 +58,9 @@ def test_uniform_radius_formula(sigma):
     half_width = sigma * math.sqrt(3)
     for p in P_GRID:
         assert cert.radius_for(p) == pytest.approx(2 * half_width * (p - 0.5), rel=1e-12)
+        # l∞: the exact cube radius of Yang et al. (2020), Table 1 (tests/test_uniform_linf.py), not R₁/d.
         assert cert.radius_for(p, norm="linf", dim=10) == pytest.approx(
-            2 * half_width * (p - 0.5) / 10, rel=1e-12
+            2 * half_width * (1 - (1.5 - p) ** (1 / 10)), rel=1e-10
         )
     assert cert.radius_for(0.7, 0.2) == pytest.approx(half_width * 0.5)
 
