@@ -18,8 +18,8 @@ P_GRID = [0.51, 0.6, 0.8, 0.9, 0.99, 0.999931]
 
 
 def test_registry():
-    names = ["ancer", "cohen", "ddrs", "dssn", "functional", "input-dependent", "laplace", "rddrs", "ssn"]
-    assert available() == [*names, "unicr", "uniform"]
+    names = ["ancer", "cohen", "ddrs", "dssn", "exp-inf", "exp2", "functional", "input-dependent", "laplace"]
+    assert available() == [*names, "pow-inf", "rddrs", "ssn", "unicr", "uniform", "uniform-ball"]
     with pytest.raises(ValueError, match="valid methods are: " + ", ".join(names)):
         get_certifier("randomised", None)
 
@@ -141,7 +141,7 @@ def test_certificates_are_sound_on_a_half_space(method):
 
 def test_cohen_is_sound_on_a_random_hyperplane(linear_classifier):
     """Gaussian smoothing of f(x) = 1{wᵀx + b > 0}: p(x) = Φ(margin / (σ‖w‖)), true radius |margin| / ‖w‖."""
-    certifier = get_certifier("cohen", linear_classifier, sigma=0.8, batch_size=500, seed=3)
+    certifier = get_certifier("cohen", linear_classifier, input_range=None, sigma=0.8, batch_size=500, seed=3)
     norm_w = float(linear_classifier.weight.norm())
     rng = np.random.default_rng(3)
     trials, alpha, wrong = 300, 0.05, 0
@@ -155,7 +155,7 @@ def test_cohen_is_sound_on_a_random_hyperplane(linear_classifier):
 
 
 def test_certify_reports_a_certificate(linear_classifier):
-    certifier = get_certifier("cohen", linear_classifier, sigma=0.25, batch_size=1000)
+    certifier = get_certifier("cohen", linear_classifier, input_range=None, sigma=0.25, batch_size=1000)
     x = torch.full((10,), 0.05, dtype=torch.float64) * torch.sign(linear_classifier.weight)
     cert = certifier.certify(x, n0=100, n=2000, alpha=0.001)
     assert cert.prediction == 1 and cert.method == "cohen" and cert.n == 2000 and cert.n0 == 100
@@ -164,8 +164,12 @@ def test_certify_reports_a_certificate(linear_classifier):
     assert cert.radius["linf"] == pytest.approx(cert.radius["l2"] / math.sqrt(10))
     assert cert.params == {"noise": "gaussian", "sigma": 0.25, "smoothing": "hard"}
     # Same seed, same certificate; another seed, other samples.
-    again = get_certifier("cohen", linear_classifier, sigma=0.25, batch_size=1000).certify(x, n0=100, n=2000)
-    other = get_certifier("cohen", linear_classifier, sigma=0.25, seed=1).certify(x, n0=100, n=2000)
+    again = get_certifier("cohen", linear_classifier, input_range=None, sigma=0.25, batch_size=1000).certify(
+        x, n0=100, n=2000
+    )
+    other = get_certifier("cohen", linear_classifier, input_range=None, sigma=0.25, seed=1).certify(
+        x, n0=100, n=2000
+    )
     assert again.p_lower == cert.p_lower and other.p_lower != cert.p_lower
 
 
@@ -186,12 +190,14 @@ def test_abstains_when_the_vote_is_split(method):
 
 
 def test_predict_follows_the_binomial_test(linear_classifier):
-    certifier = get_certifier("cohen", linear_classifier, sigma=0.25)
+    certifier = get_certifier("cohen", linear_classifier, input_range=None, sigma=0.25)
     x = torch.sign(linear_classifier.weight) * 0.5
     assert certifier.predict(x, n=1000, alpha=0.001) == 1
     assert certifier.predict(-x, n=1000, alpha=0.001) == 0
     abstentions = sum(
-        get_certifier("cohen", _CoinFlip(), sigma=1.0, seed=s).predict(torch.zeros(3), n=500, alpha=0.05)
+        get_certifier("cohen", _CoinFlip(), input_range=None, sigma=1.0, seed=s).predict(
+            torch.zeros(3), n=500, alpha=0.05
+        )
         is None
         for s in range(40)
     )
@@ -199,7 +205,7 @@ def test_predict_follows_the_binomial_test(linear_classifier):
 
 
 def test_soft_smoothing_uses_hoeffding(linear_classifier):
-    certifier = get_certifier("cohen", linear_classifier, sigma=0.25, soft=True)
+    certifier = get_certifier("cohen", linear_classifier, input_range=None, sigma=0.25, soft=True)
     x = torch.sign(linear_classifier.weight) * 0.5
     cert = certifier.certify(x, n0=100, n=4000, alpha=0.001)
     assert cert.prediction == 1 and cert.params["smoothing"] == "soft"
@@ -210,7 +216,7 @@ def test_soft_smoothing_uses_hoeffding(linear_classifier):
 
 
 def test_runner_up_bounds(linear_classifier):
-    certifier = get_certifier("laplace", linear_classifier, sigma=0.25)
+    certifier = get_certifier("laplace", linear_classifier, input_range=None, sigma=0.25)
     x = torch.sign(linear_classifier.weight) * 0.5
     cert = certifier.certify(x, n0=100, n=2000, runner_up=True)
     assert cert.prediction == 1 and cert.radius["l1"] > 0
@@ -244,7 +250,7 @@ def test_certify_refuses_bad_input(linear_classifier):
 
 def test_one_call_convenience(linear_classifier):
     x = torch.sign(linear_classifier.weight) * 0.5
-    cert = manifoldcert.certify(linear_classifier, x, method="uniform", sigma=0.3, n=500)
+    cert = manifoldcert.certify(linear_classifier, x, method="uniform", sigma=0.3, n=500, input_range=None)
     assert cert.method == "uniform" and cert.n == 500 and cert.prediction == 1
 
 
@@ -288,11 +294,11 @@ def test_certify_on_cuda_keeps_everything_on_the_device(linear_classifier):
 
 
 def test_soft_predict_uses_simultaneous_hoeffding_bounds(linear_classifier):
-    certifier = get_certifier("cohen", linear_classifier, sigma=0.25, soft=True)
+    certifier = get_certifier("cohen", linear_classifier, input_range=None, sigma=0.25, soft=True)
     x = torch.sign(linear_classifier.weight) * 0.5
     assert certifier.predict(x, n=2000) == 1
     assert certifier.predict(-x, n=2000) == 0
-    split = get_certifier("cohen", _CoinFlip(), sigma=1.0, soft=True)
+    split = get_certifier("cohen", _CoinFlip(), input_range=None, sigma=1.0, soft=True)
     assert split.predict(torch.zeros(3), n=2000, alpha=0.05) is None
 
 

@@ -22,6 +22,11 @@ from manifoldcert.certifiers.memory import CertificationMemory as CertificationM
 from manifoldcert.certifiers.ssn import SSN as SSN
 from manifoldcert.certifiers.unicr import UniCR as UniCR
 from manifoldcert.certifiers.uniform import UniformCertifier as UniformCertifier
+from manifoldcert.certifiers.yang import YANG_CERTIFIERS
+from manifoldcert.certifiers.yang import Exp2Certifier as Exp2Certifier
+from manifoldcert.certifiers.yang import ExpInfCertifier as ExpInfCertifier
+from manifoldcert.certifiers.yang import PowInfCertifier as PowInfCertifier
+from manifoldcert.certifiers.yang import UniformBallCertifier as UniformBallCertifier
 
 _REGISTRY: dict[str, type[AbstractCertifier]] = {}
 
@@ -57,6 +62,7 @@ for _cls in (
     ANCER,
     RDDRS,
     UniCR,
+    *YANG_CERTIFIERS,
 ):
     register(_cls)
 
@@ -67,7 +73,10 @@ __all__ = [
     "Cohen",
     "DDRS",
     "DSSN",
+    "Exp2Certifier",
+    "ExpInfCertifier",
     "OptimisedSmoothing",
+    "PowInfCertifier",
     "Functional",
     "InputDependentCertifier",
     "LaplaceCertifier",
@@ -75,6 +84,7 @@ __all__ = [
     "SSN",
     "SmoothingCertifier",
     "UniCR",
+    "UniformBallCertifier",
     "UniformCertifier",
     "available",
     "get_certifier",

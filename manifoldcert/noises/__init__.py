@@ -22,6 +22,11 @@ from manifoldcert.noises.laplace import Laplace as Laplace
 from manifoldcert.noises.splitting import DerandomizedSplittingNoise as DerandomizedSplittingNoise
 from manifoldcert.noises.splitting import SplittingNoise as SplittingNoise
 from manifoldcert.noises.uniform import Uniform as Uniform
+from manifoldcert.noises.yang import YANG_CLASSES
+from manifoldcert.noises.yang import Exp2 as Exp2
+from manifoldcert.noises.yang import ExpInf as ExpInf
+from manifoldcert.noises.yang import PowInf as PowInf
+from manifoldcert.noises.yang import UniformBall as UniformBall
 from manifoldcert.noises.zhang import ZhangL1 as ZhangL1
 from manifoldcert.noises.zhang import ZhangL2 as ZhangL2
 from manifoldcert.noises.zhang import ZhangLinf as ZhangLinf
@@ -79,6 +84,7 @@ for _cls in (
     ZhangLinf,
     ZhangMixed,
     *ZOO_CLASSES,
+    *YANG_CLASSES,
 ):
     register(_cls)
 
@@ -88,6 +94,8 @@ __all__ = [
     "Cauchy",
     "DerandomizedSplittingNoise",
     "DiagonalGaussian",
+    "Exp2",
+    "ExpInf",
     "ExponentialMixture",
     "FullCovarianceGaussian",
     "Gaussian",
@@ -100,9 +108,11 @@ __all__ = [
     "MeanScaledGaussian",
     "NormScaledLaplace",
     "Pareto",
+    "PowInf",
     "RandomRadiusGaussian",
     "SplittingNoise",
     "Uniform",
+    "UniformBall",
     "ZhangL1",
     "ZhangL2",
     "ZhangLinf",
