@@ -8,6 +8,9 @@
   ``certify`` call per image, at a small ``n`` where batches would otherwise be part-filled.
 - :func:`bench_dssn`: DSSN's exact certificate against uniform smoothing's Monte Carlo one on the same model and
   inputs (Levine and Feizi 2021 report about 30× at σ = 3.5 on a GPU).
+- :func:`bench_functional`: the ``functional`` certifier's per-image cost and the λ search's share of it, and
+  the peak memory of drawing its noise statistics (:func:`functional_table_memory`, a fresh process per
+  dimension, d = 784 and 3072 by default).
 - :func:`bench_sequential`: sequential certification against Cohen et al.'s fixed ``n`` on one model — forward
   passes and wall-clock per image, certified accuracies side by side.
 - :func:`bench_rddrs`: time per RDDRS ascent step at d = 784 per metric — ours against the same metric through
@@ -17,7 +20,11 @@
 from __future__ import annotations
 
 import functools
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -223,6 +230,25 @@ def bench_dssn(
 
 
 @dataclass(frozen=True)
+class TableMemory:
+    """Peak resident memory of one process that only built a functional bound table (see
+    :func:`functional_table_memory`)."""
+
+    dim: int
+    mc_samples: int
+    seconds: float
+    #: ``ru_maxrss`` after the imports and after building the table, in bytes.
+    baseline_bytes: int
+    peak_bytes: int
+
+    def text(self) -> str:
+        return (
+            f"d={self.dim} {self.peak_bytes / 2**30:.2f} GiB ({self.mc_samples:,} samples, {self.seconds:.0f} s; "
+            f"imports {self.baseline_bytes / 2**30:.2f} GiB)"
+        )
+
+
+@dataclass(frozen=True)
 class FunctionalBenchmark:
     noise: str
     dim: int
@@ -232,18 +258,90 @@ class FunctionalBenchmark:
     table_seconds: float
     certify_seconds: float
     search_seconds: float
+    memory: tuple[TableMemory, ...] = ()
 
     @property
     def search_share(self) -> float:
         return self.search_seconds / self.certify_seconds
 
     def line(self) -> str:
-        return (
+        text = (
             f"{self.noise} d={self.dim}: noise statistics ({self.mc_samples:,} samples, once) "
             f"{self.table_seconds:.1f} s; certify (n = {self.n:,} + 100) {self.certify_seconds:.3f} s/image over "
             f"{self.images} images, of which the λ / radius search {self.search_seconds * 1e3:.1f} ms "
             f"({100 * self.search_share:.1f} %) and the sampling + forward passes the rest"
         )
+        if self.memory:
+            text += "; peak RSS drawing the statistics alone: " + ", ".join(m.text() for m in self.memory)
+        return text
+
+
+def _max_rss_bytes() -> int:
+    """This process's peak resident set size in bytes (``ru_maxrss`` is in KiB on Linux, bytes on macOS)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024
+
+
+def _table_memory_child(noise_name: str, params: dict[str, float], dim: int, mc_samples: int) -> None:
+    """Body of :func:`functional_table_memory`'s subprocess: build one table, print the figures as JSON."""
+    baseline = _max_rss_bytes()
+    certifier = get_certifier("functional", None, noise=noise_name, mc_samples=mc_samples, **params)
+    start = time.perf_counter()
+    certifier.table(dim)
+    seconds = time.perf_counter() - start
+    print(json.dumps({"seconds": seconds, "baseline": baseline, "peak": _max_rss_bytes()}))
+
+
+def functional_table_memory(
+    noise_name: str = "zhang-l2",
+    dim: int = 784,
+    *,
+    sigma: float = 0.5,
+    k: float = 700.0,
+    mc_samples: int = 1_000_000,
+    timeout: float | None = None,
+) -> TableMemory:
+    """Peak RSS of building the ``functional`` certifier's noise statistics in dimension ``dim``.
+
+    The table is built in a fresh Python process (the same interpreter, the same environment, so
+    ``OMP_NUM_THREADS`` and the like carry over), so that the peak measured is this table's alone and not
+    that of whatever the calling process allocated before.
+
+    Parameters
+    ----------
+    noise_name, sigma, k
+        The noise, as for :func:`bench_functional`.
+    dim : int
+        Input dimension of the table.
+    mc_samples : int
+        Noise samples (the certifier's default is 10⁶).
+    timeout : float, optional
+        Seconds after which the subprocess is stopped (``subprocess.TimeoutExpired``).
+
+    Returns
+    -------
+    TableMemory
+        Peak RSS after the imports and after the table, and the table's build time.
+    """
+    params = {"sigma": sigma} if noise_name in ("gaussian", "laplace") else {"sigma": sigma, "k": k}
+    code = (
+        "import sys, json; from manifoldcert.bench import _table_memory_child; "
+        "_table_memory_child(sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code, noise_name, json.dumps(params), str(dim), str(mc_samples)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+        env=dict(os.environ),
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"the table-memory subprocess failed:\n{completed.stderr[-2000:]}")
+    figures = json.loads(completed.stdout.strip().splitlines()[-1])
+    return TableMemory(dim, mc_samples, figures["seconds"], figures["baseline"], figures["peak"])
 
 
 def bench_functional(
@@ -258,13 +356,21 @@ def bench_functional(
     images: int = 5,
     batch_size: int = 1000,
     device: str | None = None,
+    memory_dims: Sequence[int] = (784, 3072),
 ) -> FunctionalBenchmark:
-    """Per-image cost of the ``functional`` certifier and the share of it spent searching λ and the radius.
+    """Per-image cost of the ``functional`` certifier, the share of it spent searching λ and the radius, and the
+    peak memory of its noise statistics.
 
     The noise statistics behind the bound are drawn once per dimension (timed separately); each certificate
     then costs the Monte Carlo counts (forward passes) plus a bisection over the radius grid, each step one
-    λ-optimisation on the stored statistics (memoised across images).
+    λ-optimisation on the stored statistics (memoised across images). For each of ``memory_dims`` the
+    statistics are also drawn, with ``mc_samples`` samples, in a fresh process whose peak RSS is reported
+    (:func:`functional_table_memory`; empty: none).
     """
+    memory = tuple(
+        functional_table_memory(noise_name, dim, sigma=sigma, k=k, mc_samples=mc_samples)
+        for dim in memory_dims
+    )
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = build_model(arch, input_shape, 10).to(device).eval()
     params = {"sigma": sigma} if noise_name in ("gaussian", "laplace") else {"sigma": sigma, "k": k}
@@ -295,7 +401,15 @@ def bench_functional(
         certifier.certify(x, n=n, alpha=0.001)
     certify_seconds = (time.perf_counter() - start) / images
     return FunctionalBenchmark(
-        noise_name, dim, n, mc_samples, images, table_seconds, certify_seconds, search["seconds"] / images
+        noise_name,
+        dim,
+        n,
+        mc_samples,
+        images,
+        table_seconds,
+        certify_seconds,
+        search["seconds"] / images,
+        memory,
     )
 
 
