@@ -51,7 +51,7 @@ def check_input(
     x: torch.Tensor,
     *,
     input_shape: Sequence[int] | None = None,
-    unit_range: bool = False,
+    value_range: tuple[float, float] | None = None,
     name: str = "x",
 ) -> torch.Tensor:
     """Check one input to be certified and return it.
@@ -62,8 +62,8 @@ def check_input(
         One input, shape ``(C, H, W)`` or ``(d,)``; floating point.
     input_shape : sequence of int, optional
         The shape the model expects; a mismatch is an error.
-    unit_range : bool
-        Require every value in [0, 1] (pixel space, see docs/conventions.md).
+    value_range : (low, high), optional
+        Require every value in ``[low, high]`` (``(0, 1)``: pixel space, see docs/conventions.md).
     name : str
         The argument's name in error messages.
     """
@@ -80,17 +80,40 @@ def check_input(
         )
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or infinite values")
-    if unit_range and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
-        raise ValueError(
-            f"{name} has values in [{float(x.min()):.4g}, {float(x.max()):.4g}], outside [0, 1]; "
-            "manifoldcert adds noise in [0, 1] pixel space (normalise inside the model)"
-        )
+    if value_range is not None:
+        low, high = value_range
+        found_low, found_high = float(x.min()), float(x.max())
+        if found_low < low or found_high > high:
+            raise ValueError(
+                f"{name} has values in [{found_low:.4g}, {found_high:.4g}], outside [{low:g}, {high:g}]; "
+                "manifoldcert adds noise in [0, 1] pixel space, where σ and the radii are measured "
+                "(scale images to [0, 1] and normalise inside the model, or pass input_range=None to "
+                "certify inputs of another range)"
+            )
     return x
 
 
+def check_value_range(
+    value_range: Sequence[float] | None, name: str = "input_range"
+) -> tuple[float, float] | None:
+    """``None`` or a finite ``(low, high)`` with ``low < high``, as a tuple of floats."""
+    if value_range is None:
+        return None
+    values = tuple(value_range)
+    if (
+        len(values) != 2
+        or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in values)
+        or not values[0] < values[1]
+    ):
+        raise ValueError(f"{name} must be None or a pair of finite numbers low < high, got {value_range!r}")
+    return float(values[0]), float(values[1])
+
+
 def check_output_path(path: str | os.PathLike[str]) -> str:
-    """Check that the folder an output file goes into exists; return the path as a string."""
+    """Check that ``path`` is not a folder and that the folder it goes into exists; return it as a string."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f"cannot write {path!r}: it is a folder; give a file path (e.g. {path}/results.tsv)")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"cannot write {path!r}: the folder {folder!r} does not exist")

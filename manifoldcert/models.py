@@ -17,6 +17,7 @@ noise and seed; :func:`load_checkpoint` rebuilds the model from the path alone a
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -192,7 +193,12 @@ def load_checkpoint(
     """Rebuild the model saved at ``path`` (in eval mode, on ``device``) and return it with its info."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no checkpoint at {os.fspath(path)!r}")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, EOFError, RuntimeError, OSError, ValueError) as error:
+        # Truncated, corrupt or foreign files: one line that says which file, not an unpickler traceback.
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"cannot read the checkpoint {os.fspath(path)!r}: {reason}") from error
     if not isinstance(payload, dict) or payload.get("format") != "manifoldcert-checkpoint-1":
         raise ValueError(f"{os.fspath(path)!r} is not a manifoldcert checkpoint")
     raw = dict(payload["info"])

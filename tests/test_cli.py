@@ -267,3 +267,27 @@ def test_certify_with_unicr_uses_the_training_noise_and_a_table_cache(checkpoint
     assert all(r["method"] == "unicr" and r["norm"] == "l1" and r["noise"] == "laplace" for r in rows)
     assert len(list(cache.glob("unicr-*.json"))) == 1
     assert main([*args[:4], "cohen", "--norm", "l1", "--out", str(tmp_path / "c.tsv")]) == 2
+
+
+def test_invalid_arguments_unreadable_checkpoints_and_folders_give_one_line_errors(
+    checkpoint, tmp_path, capsys
+):
+    base = ["certify", "--checkpoint", str(checkpoint), "--max", "2"]
+    for bad in (["--alpha", "2"], ["--n", "0"], ["--n0", "-1"]):
+        out = tmp_path / "bad.tsv"
+        assert main([*base, "--n", "100", "--out", str(out), *bad]) == 2
+        assert not out.exists(), f"{bad} left a file behind"
+    capsys.readouterr()
+    assert main([*base, "--n", "100", "--out", str(tmp_path)]) == 2
+    assert "it is a folder" in capsys.readouterr().err
+    for name, content in (
+        ("truncated.pt", checkpoint.read_bytes()[:500]),
+        ("garbage.pt", b"not a checkpoint"),
+    ):
+        broken = tmp_path / name
+        broken.write_bytes(content)
+        out = tmp_path / f"{name}.tsv"
+        assert main(["certify", "--checkpoint", str(broken), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: cannot read the checkpoint") and err.count("\n") == 1
+        assert not out.exists()

@@ -177,15 +177,19 @@ def test_objective_gradients_match_finite_differences():
 def test_ddrs_improves_on_its_start_and_never_exceeds_the_true_distance():
     for dim, distance in ((2, 0.5), (10, 1.0)):
         model, x = _linear(dim, distance)
-        start = Cohen(model, sigma=0.1).certify(x, n=10_000).radius["l2"]  # saturates at 3.2σ = 0.32
-        cert = DDRS(model, sigma=0.1).certify(x, n=10_000)
+        start = (
+            Cohen(model, input_range=None, sigma=0.1).certify(x, n=10_000).radius["l2"]
+        )  # saturates at 3.2σ = 0.32
+        cert = DDRS(model, input_range=None, sigma=0.1).certify(x, n=10_000)
         assert cert.prediction == 1 and cert.params["sigma"] > 0.1
         assert min(start + 0.1, 0.8 * distance) < cert.radius["l2"] < distance
     # PREDICT and the noise used at x go through the same SELECT / OPTIMISE stages.
-    assert DDRS(model, sigma=0.1, iterations=10).predict(x, n=1000) == 1
-    assert isinstance(DDRS(model, iterations=3).noise_for(x), Gaussian)
-    assert isinstance(ANCER(model, iterations=3).noise_for(x), DiagonalGaussian)
-    assert isinstance(RDDRS(model, iterations=3, opt_samples=50).noise_for(x), FullCovarianceGaussian)
+    assert DDRS(model, input_range=None, sigma=0.1, iterations=10).predict(x, n=1000) == 1
+    assert isinstance(DDRS(model, input_range=None, iterations=3).noise_for(x), Gaussian)
+    assert isinstance(ANCER(model, input_range=None, iterations=3).noise_for(x), DiagonalGaussian)
+    assert isinstance(
+        RDDRS(model, input_range=None, iterations=3, opt_samples=50).noise_for(x), FullCovarianceGaussian
+    )
 
 
 def test_every_certified_ellipsoid_stays_on_the_right_side_of_the_hyperplane():
@@ -193,9 +197,9 @@ def test_every_certified_ellipsoid_stays_on_the_right_side_of_the_hyperplane():
     model, x = _linear(6, 0.8)
     w = model.weight
     for certifier in (
-        DDRS(model, sigma=0.1),
-        ANCER(model, sigma=0.1),
-        RDDRS(model, sigma=0.1, iterations=30, learning_rate=0.3),
+        DDRS(model, input_range=None, sigma=0.1),
+        ANCER(model, input_range=None, sigma=0.1),
+        RDDRS(model, input_range=None, sigma=0.1, iterations=30, learning_rate=0.3),
     ):
         cert = certifier.certify(x, n=10_000)
         region = cert.region
@@ -206,9 +210,9 @@ def test_every_certified_ellipsoid_stays_on_the_right_side_of_the_hyperplane():
 
 def test_ancer_keeps_theta_above_the_ddrs_sigma():
     model, x = _linear(5, 0.7)
-    ancer = ANCER(model, sigma=0.1, iterations=40)
+    ancer = ANCER(model, input_range=None, sigma=0.1, iterations=40)
     chain = ancer.optimise(x, 1, generator=_generator(5))
-    ddrs = DDRS(model, sigma=0.1, iterations=40).optimise(x, 1, generator=_generator(5))
+    ddrs = DDRS(model, input_range=None, sigma=0.1, iterations=40).optimise(x, 1, generator=_generator(5))
     # ANCER runs DDRS first on the same generator, so σ* is DDRS's σ.
     assert [stage.name for stage in chain.stages] == ["ddrs", "ancer"]
     floor = chain.final.floor
@@ -216,7 +220,9 @@ def test_ancer_keeps_theta_above_the_ddrs_sigma():
     theta = chain.covariance.scales()
     assert bool((theta >= floor * (1 - 1e-12)).all())
     assert float(theta.max()) > 1.5 * floor  # it does move along the boundary
-    fixed = ANCER(model, sigma=0.3, start="sigma", iterations=20).optimise(x, 1, generator=_generator())
+    fixed = ANCER(model, input_range=None, sigma=0.3, start="sigma", iterations=20).optimise(
+        x, 1, generator=_generator()
+    )
     assert fixed.final.floor == 0.3 and bool((fixed.covariance.scales() >= 0.3 * (1 - 1e-12)).all())
 
 
@@ -336,9 +342,9 @@ def test_abstains_at_a_boundary_point():
 def test_same_seed_same_certificate_and_float32_models():
     model, x = _mlp(torch.float32), torch.tensor([0.3, -0.2, 0.5, 0.1])
     for cls, options in ((DDRS, {}), (ANCER, {}), (RDDRS, {"opt_samples": 200})):
-        first = cls(model, sigma=0.3, iterations=10, seed=4, **options).certify(x, n=1000)
-        again = cls(model, sigma=0.3, iterations=10, seed=4, **options).certify(x, n=1000)
-        other = cls(model, sigma=0.3, iterations=10, seed=5, **options).certify(x, n=1000)
+        first = cls(model, input_range=None, sigma=0.3, iterations=10, seed=4, **options).certify(x, n=1000)
+        again = cls(model, input_range=None, sigma=0.3, iterations=10, seed=4, **options).certify(x, n=1000)
+        other = cls(model, input_range=None, sigma=0.3, iterations=10, seed=5, **options).certify(x, n=1000)
         assert first.prediction is not None and first.region.shape_matrix.dtype == torch.float64
         assert first.radius == again.radius and torch.equal(
             first.region.shape_matrix, again.region.shape_matrix

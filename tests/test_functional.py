@@ -157,7 +157,9 @@ def test_proposition_4_l2_family_against_linf():
 
 def test_certify_end_to_end_on_a_linear_classifier(linear_classifier):
     """Certified radii never exceed the true distance to the hyperplane, and p_A uses α − mc_alpha."""
-    certifier = Functional(linear_classifier, noise=noises.Gaussian(0.5), mc_samples=100_000, seed=3)
+    certifier = Functional(
+        linear_classifier, input_range=None, noise=noises.Gaussian(0.5), mc_samples=100_000, seed=3
+    )
     generator = torch.Generator().manual_seed(5)
     distances, radii = [], []
     for _ in range(10):

@@ -159,11 +159,15 @@ def test_sound_radius_equals_cohen_for_constant_sigma_and_never_exceeds_it(linea
             assert input_dependent_radius(p_a, 0.5, r, 784) <= 0.5 * stats.norm.ppf(p_a)
     assert input_dependent_radius(0.5, 0.5, 0.1, 784) == 0.0
     x = torch.sign(linear_classifier.weight) * 0.05
-    constant = get_certifier("input-dependent", linear_classifier, sigma_function=ConstantSigma(0.25))
-    cohen = get_certifier("cohen", linear_classifier, sigma=0.25)
+    constant = get_certifier(
+        "input-dependent", linear_classifier, input_range=None, sigma_function=ConstantSigma(0.25)
+    )
+    cohen = get_certifier("cohen", linear_classifier, input_range=None, sigma=0.25)
     a, b = constant.certify(x, n=4000), cohen.certify(x, n=4000)
     assert a.p_lower == b.p_lower and a.radius["l2"] == pytest.approx(b.radius["l2"])
-    varying = get_certifier("input-dependent", linear_classifier, sigma=0.25, offset=2.0).certify(x, n=4000)
+    varying = get_certifier(
+        "input-dependent", linear_classifier, input_range=None, sigma=0.25, offset=2.0
+    ).certify(x, n=4000)
     assert varying.radius["l2"] <= varying.params["naive_radius"]
 
 

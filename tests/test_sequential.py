@@ -82,7 +82,7 @@ def test_the_scheduled_sequence_is_sound_too(linear_classifier, trials):
 
 
 def test_a_clear_input_stops_early_and_a_hopeless_one_too(linear_classifier):
-    certifier = get_certifier("cohen", linear_classifier, sigma=0.25)
+    certifier = get_certifier("cohen", linear_classifier, input_range=None, sigma=0.25)
     far = torch.zeros(10, dtype=torch.float64)
     far[0] = 5.0
     certificate = certifier.certify(far, n=100_000, sequential=True, radii=(0.25, 0.5))
@@ -151,7 +151,7 @@ def test_the_scheduler_packs_short_streams_into_shared_batches():
 
 
 def test_evaluation_mode_bounds_the_given_label(linear_classifier):
-    certifier = get_certifier("cohen", linear_classifier, sigma=0.25)
+    certifier = get_certifier("cohen", linear_classifier, input_range=None, sigma=0.25)
     x = torch.zeros(10, dtype=torch.float64)
     x[0] = 3.0
     right = certifier.certify(x, n=2000, label=1)
@@ -163,18 +163,20 @@ def test_evaluation_mode_bounds_the_given_label(linear_classifier):
 def test_data_dependent_and_input_dependent_certifiers_stream_their_final_stage(linear_classifier):
     x = torch.zeros(10, dtype=torch.float64)
     x[0] = 2.0
-    ddrs = get_certifier("ddrs", linear_classifier, sigma=0.25, iterations=3, opt_samples=64)
+    ddrs = get_certifier(
+        "ddrs", linear_classifier, input_range=None, sigma=0.25, iterations=3, opt_samples=64
+    )
     fixed = ddrs.certify(x, n=20_000)
     streamed = ddrs.certify(x, n=20_000, sequential=True, radii=(0.25, 0.5))
     assert streamed.params["stop"] == "certified" and streamed.n < fixed.n == 20_000
     assert streamed.radius["l2"] >= 0.5
-    inputs = get_certifier("input-dependent", linear_classifier, sigma=0.25, offset=1.0)
+    inputs = get_certifier("input-dependent", linear_classifier, input_range=None, sigma=0.25, offset=1.0)
     certificate = inputs.certify(x.abs(), n=20_000, sequential=True, target_radius=0.2)
     assert certificate.params["stop"] in ("certified", "settled") and certificate.n < 20_000
 
 
 def test_the_runner_streams_rows_with_the_votes_they_used(tmp_path, linear_classifier):
-    certifier = get_certifier("cohen", linear_classifier, sigma=0.25)
+    certifier = get_certifier("cohen", linear_classifier, input_range=None, sigma=0.25)
     inputs = torch.zeros(6, 10, dtype=torch.float64)
     inputs[:, 0] = torch.linspace(-1, 3, 6)
     labels = [int(v > -0.3) for v in inputs[:, 0]]
@@ -266,7 +268,7 @@ def test_bench_sequential_reports_both_modes_on_the_same_images(linear_classifie
     from manifoldcert.bench import bench_sequential
 
     inputs = torch.zeros(6, 10, dtype=torch.float64)
-    inputs[:, 0] = torch.linspace(-0.5, 2.0, 6)
+    inputs[:, 0] = torch.linspace(0.0, 1.0, 6)
     labels = [int(float(linear_classifier.margin(x.unsqueeze(0))) > 0) for x in inputs]
     result = bench_sequential(
         linear_classifier,

@@ -172,12 +172,17 @@ def test_table_probabilities_are_geometric_in_the_gaussian_quantile():
 
 def test_certify_end_to_end_is_marked_approximate(linear_classifier):
     certifier = get_certifier(
-        "unicr", linear_classifier, noise=noises.Gaussian(SIGMA), search="symmetric", mc_samples=20_000
+        "unicr",
+        linear_classifier,
+        input_range=None,
+        noise=noises.Gaussian(SIGMA),
+        search="symmetric",
+        mc_samples=20_000,
     )
     x = 0.4 * linear_classifier.weight / linear_classifier.weight.norm()  # p_A ≈ Φ(0.8 + …) ≈ 0.8
     cert = certifier.certify(x, n0=100, n=2000, alpha=0.001)
     assert cert.guaranteed is False and cert.method == "unicr"
-    cohen = get_certifier("cohen", linear_classifier, sigma=SIGMA)
+    cohen = get_certifier("cohen", linear_classifier, input_range=None, sigma=SIGMA)
     assert cert.prediction == 1
     if cert.prediction is not None:
         assert cert.radius["l2"] == pytest.approx(cohen.radius_for(cert.p_lower), rel=0.03)

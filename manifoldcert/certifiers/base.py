@@ -25,7 +25,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from manifoldcert._validation import check_alpha, check_input, check_name, check_positive_int
+from manifoldcert._validation import (
+    check_alpha,
+    check_input,
+    check_name,
+    check_positive_int,
+    check_value_range,
+)
 from manifoldcert.bounds import (
     binomial_test_pvalue,
     hoeffding_lower,
@@ -115,6 +121,10 @@ class AbstractCertifier(abc.ABC):
         Seed of the certifier's own generator: the same seed and the same calls give the same certificates.
     autocast, channels_last, compile
         Opt-in fast forward passes of the estimator (see :class:`~manifoldcert.estimator.MonteCarloEstimator`).
+    input_range : (low, high) or None
+        Inputs with values outside this range are refused (default ``(0, 1)``: σ and the radii are in [0, 1]
+        pixel units, so a 0..255 image would be certified at a radius that means something else). ``None``
+        accepts any finite input (features, toy problems); σ is then in the input's own units.
     """
 
     name: ClassVar[str]
@@ -122,7 +132,7 @@ class AbstractCertifier(abc.ABC):
     native_norm: ClassVar[str]
     #: Method-specific ``Certificate.params`` keys written as extra TSV columns.
     extra_columns: ClassVar[tuple[str, ...]] = ()
-    #: True for methods that need inputs in [0, 1].
+    #: True for methods whose noise is defined on the [0, 1] pixel grid (SSN, DSSN): ``input_range`` is then fixed.
     requires_unit_range: ClassVar[bool] = False
 
     def __init__(
@@ -136,7 +146,13 @@ class AbstractCertifier(abc.ABC):
         autocast: torch.dtype | str | None = None,
         channels_last: bool = False,
         compile: bool = False,
+        input_range: Sequence[float] | None = (0.0, 1.0),
     ) -> None:
+        self.input_range = check_value_range(input_range)
+        if self.requires_unit_range and self.input_range != (0.0, 1.0):
+            raise ValueError(
+                f"{self.name} smooths inputs on the [0, 1] pixel grid: input_range must be (0, 1)"
+            )
         self.model = model
         self.input_shape = None if input_shape is None else tuple(int(s) for s in input_shape)
         self.seed = int(seed)
@@ -165,7 +181,7 @@ class AbstractCertifier(abc.ABC):
         return self.estimator
 
     def _check_x(self, x: torch.Tensor) -> torch.Tensor:
-        return check_input(x, input_shape=self.input_shape, unit_range=self.requires_unit_range)
+        return check_input(x, input_shape=self.input_shape, value_range=self.input_range)
 
     def _resolve_dim(self, dim: int | None) -> int:
         """The input dimension of a probability-to-radius query: ``dim``, or the one of ``input_shape``."""
