@@ -22,12 +22,50 @@ noise with the same λ, the correspondence the paper uses to compare the two.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from manifoldcert._validation import check_positive_int
 from manifoldcert.noises.base import AbstractFiniteNoise, AbstractNoise, resolve_dtype, sigma_or_scale
+
+#: Ways of drawing DSSN's offset vector from its seed (see :class:`DerandomizedSplittingNoise`).
+OFFSET_CONVENTIONS = ("torch", "numpy-randomstate")
+
+
+def _check_offset_vector(offsets: Sequence[int] | torch.Tensor, dim: int, num_splits: int) -> torch.Tensor:
+    """An explicit offset vector as a long tensor of ``dim`` steps in ``{0, …, num_splits − 1}``, or a ValueError."""
+    if isinstance(offsets, torch.Tensor):
+        if offsets.dtype.is_floating_point or offsets.dtype.is_complex or offsets.dtype == torch.bool:
+            raise ValueError(
+                f"an explicit offsets vector must hold integers (grid steps), got dtype {offsets.dtype}"
+            )
+        values = offsets.detach().cpu()
+    elif isinstance(offsets, np.ndarray):
+        if offsets.dtype.kind not in "iu":
+            raise ValueError(
+                f"an explicit offsets vector must hold integers (grid steps), got dtype {offsets.dtype}"
+            )
+        values = torch.as_tensor(offsets.astype(np.int64))
+    else:
+        items = list(offsets)
+        bad = [v for v in items if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))]
+        if bad:
+            raise ValueError(f"an explicit offsets vector must hold integers (grid steps), got {bad[0]!r}")
+        values = torch.tensor([int(v) for v in items], dtype=torch.long)
+    values = values.to(torch.long).reshape(-1)
+    if values.numel() != dim:
+        raise ValueError(
+            f"the offsets vector has {values.numel()} entries but the input has {dim} coordinates"
+        )
+    if values.numel() and (int(values.min()) < 0 or int(values.max()) >= num_splits):
+        raise ValueError(
+            f"offsets must be integer steps in {{0, …, 2λq − 1}} = {{0, …, {num_splits - 1}}}, got values in "
+            f"[{int(values.min())}, {int(values.max())}]"
+        )
+    return values.clone()
 
 
 def split_centers(inputs: torch.Tensor, splits: torch.Tensor, two_lambda: float) -> torch.Tensor:
@@ -91,8 +129,17 @@ class DerandomizedSplittingNoise(_SplittingBase, AbstractFiniteNoise):
         ``λ' = ⌊2λq⌋/(2q)``); :attr:`lambda_` is the value used, :attr:`requested_lambda` the one asked for.
     levels : int
         ``q``: inputs must be multiples of ``1/q`` in [0, 1] (255 for 8-bit images).
-    offset_seed : int
+    offset_seed : int or None
         Seed of the offset vector ``v``; store it with the model (training and certification must share it).
+        Not needed (and refused) when ``offsets`` is an explicit vector.
+    offsets : {"torch", "numpy-randomstate"} or sequence of int
+        How ``v`` is drawn from ``offset_seed``. ``"torch"`` (default): ``torch.randint(0, 2λq, (dim,))`` from a
+        ``torch.Generator`` seeded with ``offset_seed``. ``"numpy-randomstate"``: the convention of Levine and
+        Feizi's reference code, ``numpy.random.RandomState(offset_seed).randint(2λq, size=dim)`` (integers in
+        ``{0, …, 2λq − 1}``, one per coordinate of the flattened input), so that a model trained with the reference
+        implementation can be certified here. Or the integer steps ``j_i`` themselves (``v_i = j_i/q``): a
+        sequence or integer tensor of length ``dim`` with values in ``{0, …, 2λq − 1}``. Any of these keeps each
+        ``s_i`` uniform over ``s_base`` (Eq. 13), which is all the certificate needs.
     dim : int
         Number of input coordinates; ``v`` has one entry per coordinate, in row-major (``flatten``) order.
     """
@@ -105,14 +152,29 @@ class DerandomizedSplittingNoise(_SplittingBase, AbstractFiniteNoise):
         *,
         lambda_: float | None = None,
         levels: int = 255,
-        offset_seed: int,
+        offset_seed: int | None = None,
+        offsets: str | Sequence[int] | torch.Tensor = "torch",
         dim: int,
     ) -> None:
         self.levels = check_positive_int(levels, "levels")
         self.dim = check_positive_int(dim, "dim")
-        if isinstance(offset_seed, bool) or not isinstance(offset_seed, int):
+        explicit = not isinstance(offsets, str)
+        if not explicit and offsets not in OFFSET_CONVENTIONS:
+            raise ValueError(
+                f"offsets must be one of {OFFSET_CONVENTIONS} or an explicit vector of integer steps, got {offsets!r}"
+            )
+        if explicit:
+            if offset_seed is not None:
+                raise ValueError("give either offset_seed or an explicit offsets vector, not both")
+        elif isinstance(offset_seed, bool) or not isinstance(offset_seed, int):
             raise ValueError(f"offset_seed must be an integer, got {offset_seed!r}")
+        elif offsets == "numpy-randomstate" and not 0 <= offset_seed < 2**32:
+            raise ValueError(
+                f"numpy's RandomState takes seeds in [0, 2**32 - 1], got offset_seed = {offset_seed}"
+            )
         self.offset_seed = offset_seed
+        #: ``"torch"``, ``"numpy-randomstate"`` or ``"explicit"``.
+        self.offset_convention = "explicit" if explicit else offsets
         self.requested_lambda = float(sigma_or_scale(sigma, lambda_, "lambda_", 1.0 / math.sqrt(3.0)))
         #: ``2λq``: the number of split positions, i.e. of noisy inputs in the support.
         self.num_splits = math.floor(2.0 * self.requested_lambda * self.levels + 1e-9)
@@ -122,9 +184,15 @@ class DerandomizedSplittingNoise(_SplittingBase, AbstractFiniteNoise):
                 f"is left on the grid of q = {self.levels} levels"
             )
         self.lambda_ = self.num_splits / (2.0 * self.levels)
-        generator = torch.Generator().manual_seed(offset_seed)
-        # v_i = j_i / q with j_i uniform on {0, …, 2λq − 1}; kept as the integers j_i.
-        self.offset_steps = torch.randint(0, self.num_splits, (self.dim,), generator=generator)
+        # v_i = j_i / q with j_i in {0, …, 2λq − 1}; kept as the integers j_i.
+        if explicit:
+            self.offset_steps = _check_offset_vector(offsets, self.dim, self.num_splits)
+        elif offsets == "numpy-randomstate":
+            draw = np.random.RandomState(offset_seed).randint(self.num_splits, size=self.dim)
+            self.offset_steps = torch.as_tensor(draw.astype(np.int64))
+        else:
+            generator = torch.Generator().manual_seed(offset_seed)
+            self.offset_steps = torch.randint(0, self.num_splits, (self.dim,), generator=generator)
 
     @property
     def sigma(self) -> float:
@@ -192,10 +260,15 @@ class DerandomizedSplittingNoise(_SplittingBase, AbstractFiniteNoise):
         return self._centers(steps.expand(stop - start, *x.shape), base, x.dtype)
 
     def config(self) -> dict[str, Any]:
-        return {
+        config: dict[str, Any] = {
             "name": self.name,
             "lambda_": self.lambda_,
             "levels": self.levels,
             "offset_seed": self.offset_seed,
             "dim": self.dim,
         }
+        if self.offset_convention == "explicit":
+            config["offsets"] = [int(j) for j in self.offset_steps]
+        elif self.offset_convention != "torch":  # the default is left out: older checkpoints read the same
+            config["offsets"] = self.offset_convention
+        return config
