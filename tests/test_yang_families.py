@@ -264,3 +264,24 @@ def test_closed_form_matches_unicr(name: str, norm: str, p_a: float, tolerance: 
         assert -0.2 < relative < 0.01
     else:
         assert abs(relative) < tolerance
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_certify_end_to_end_is_sound_on_a_hyperplane(name: str) -> None:
+    """A linear classifier under symmetric noise has the hyperplane as its smoothed boundary: the certified
+    radii must stay below the distance to it (l2 distance; l1 and l∞ distances from the dual norms of w)."""
+    from tests.conftest import LinearBinaryClassifier
+
+    d = 6
+    weight = torch.tensor([1.0, -0.5, 0.25, 0.0, 0.5, -1.0], dtype=torch.float32)
+    x = torch.full((d,), 0.5)
+    bias = 0.6 - float(weight @ x)  # margin 0.6
+    model = LinearBinaryClassifier(weight, bias)
+    certifier = get_certifier(name, model, sigma=0.25, noise_params=FAMILIES[name] or None, num_classes=2)
+    certificate = certifier.certify(x, n0=100, n=4000, alpha=0.001, generator=_generator(11))
+    assert certificate.prediction == 1
+    margin = 0.6
+    distance = {"l2": margin / float(weight.norm()), "l1": margin / float(weight.abs().max())}
+    distance["linf"] = margin / float(weight.abs().sum())
+    for norm, bound in distance.items():
+        assert 0.0 < certificate.radius[norm] <= bound, norm
