@@ -8,6 +8,7 @@ for the ellipsoid intersection test.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from scipy import optimize, stats
 from torch import nn
 
 from manifoldcert.certificate import Ellipsoid
+from manifoldcert.certifiers import get_certifier
 from manifoldcert.certifiers.cohen import Cohen
 from manifoldcert.certifiers.data_dependent import ANCER, DDRS, RDDRS
 from manifoldcert.certifiers.memory import (
@@ -574,3 +576,35 @@ def test_the_choice_on_fresh_votes_never_hands_back_a_ruined_last_iterate():
     assert chosen.params["proxy_radius"] > 0.9 * start.params["proxy_radius"]
     w = model.weight
     assert chosen.region.radius * math.sqrt(float(w @ chosen.region.shape_matrix @ w)) < float(w @ x)
+
+
+@pytest.mark.parametrize("method, seed, x0", [("ddrs", 0, 0.1), ("ddrs", 0, 0.7)])
+def test_an_ascent_that_overflows_or_underflows_sigma_stops_at_a_valid_iterate(method, seed, x0):
+    """2-D toys whose ascent (learning rate 1e3) drives σ to 1e-160 (σ² underflows to 0: a zero-noise Gaussian,
+    a ValueError before) or 1e160 (σ² overflows: an OverflowError before): such iterates are now invalid and
+    the chain certifies a valid one."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 3)).double()
+    with torch.no_grad():
+        model[2].weight.mul_(50)
+    x = torch.tensor([x0, 0.5], dtype=torch.float64)
+    certifier = get_certifier(
+        method, model, sigma=2.0, input_range=None, seed=seed, learning_rate=1e3, iterations=15
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the documented "stopped early" warning, if any
+        certificate = certifier.certify(x, n=300, n0=30)
+    assert math.isfinite(certificate.radius["l2"])
+    if certificate.region is not None:  # an abstention has no region
+        variances = torch.linalg.eigvalsh(certificate.region.shape_matrix)
+        assert bool(torch.isfinite(variances).all()) and float(variances.min()) > 0
+
+
+def test_covariances_refuse_variances_that_overflow_or_underflow():
+    from manifoldcert.geometry.covariance import Covariance
+
+    for sigma in (1e160, 1e-170):
+        with pytest.raises(ValueError, match="square"):
+            Covariance.isotropic(sigma, 2)
+        with pytest.raises(ValueError, match="square"):
+            Covariance.diagonal(torch.tensor([1.0, sigma], dtype=torch.float64))

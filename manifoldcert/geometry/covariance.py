@@ -45,17 +45,20 @@ class Covariance:
     def isotropic(cls, sigma: float, dim: int) -> Covariance:
         """``σ²I`` of size ``dim``."""
         sigma = float(sigma)
-        if not (math.isfinite(sigma) and sigma > 0):
-            raise ValueError(f"sigma must be finite and > 0, got {sigma!r}")
+        # σ² must be finite and > 0 too: an ascent that blew σ up to 1e160 (σ² overflows) or down to 1e-170 (σ²
+        # underflows to 0, a zero-noise "Gaussian") gives an invalid iterate here, not an error further on.
+        if not (math.isfinite(sigma) and sigma > 0 and 0.0 < sigma * sigma < math.inf):
+            raise ValueError(f"sigma must be > 0 with a finite, non-zero square, got {sigma!r}")
         return cls("isotropic", int(dim), variances=torch.full((int(dim),), sigma**2, dtype=torch.float64))
 
     @classmethod
     def diagonal(cls, scales: torch.Tensor) -> Covariance:
         """``diag(θ)²`` from the standard deviations ``θ`` (any shape, flattened)."""
         scales = _float64(scales).reshape(-1)
-        if not bool(torch.isfinite(scales).all()) or not bool((scales > 0).all()):
-            raise ValueError("standard deviations must be finite and > 0")
-        return cls("diagonal", scales.numel(), variances=scales.square())
+        variances = scales.square()
+        if not bool(torch.isfinite(variances).all()) or not bool((variances > 0).all()):
+            raise ValueError("standard deviations must be > 0 with finite, non-zero squares")
+        return cls("diagonal", scales.numel(), variances=variances)
 
     @classmethod
     def full(cls, matrix: torch.Tensor, name: str = "covariance") -> Covariance:
