@@ -84,6 +84,10 @@ def _cmd_certify(args: argparse.Namespace) -> int:
         options.update(norm=args.norm, cache_dir=args.cache_dir)
     elif args.norm != "l2" or args.cache_dir is not None:
         raise ValueError("--norm and --cache-dir apply to --method unicr only")
+    if args.dssn_radius is not None:
+        if args.method != "dssn":
+            raise ValueError("--dssn-radius applies to --method dssn only")
+        options["radius"] = args.dssn_radius
     if args.memory:
         if args.method not in ("ddrs", "ancer", "rddrs"):
             raise ValueError("--memory applies to the data-dependent methods ddrs, ancer and rddrs")
@@ -120,7 +124,14 @@ def _certifier_options(method: str, trained_noise, sigma: float | None) -> dict:
                 "offset seed (manifoldcert train --noise derandomized-splitting)"
             )
         sigma = sigma if sigma is not None else trained_noise.sigma
-        return {"sigma": sigma, "levels": trained_noise.levels, "offset_seed": trained_noise.offset_seed}
+        config = (
+            trained_noise.config()
+        )  # the offset convention (or explicit vector) the model was trained with
+        offsets = config.get("offsets", "torch")
+        options = {"sigma": sigma, "levels": trained_noise.levels, "offsets": offsets}
+        if isinstance(offsets, str):
+            options["offset_seed"] = trained_noise.offset_seed
+        return options
     if method in ("functional", "unicr"):
         # Both certify the training noise itself, whatever its family (σ may be overridden).
         if trained_noise is None:
@@ -339,6 +350,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--norm", default="l2", help="threat model of unicr: l1, l2, linf or a number p > 0")
     p.add_argument("--cache-dir", default=None, help="folder for unicr's p_A → R tables")
+    p.add_argument(
+        "--dssn-radius",
+        choices=("strict", "grid-inclusive"),
+        default=None,
+        help="dssn's radius rule: strict λ(p_A − p_B) (default) or the reference code's grid-inclusive one",
+    )
     p.add_argument(
         "--memory",
         action="store_true",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 
 import pytest
 
@@ -167,6 +168,20 @@ def test_dssn_through_the_command_line(checkpoint, tmp_path, capsys):
         len(rows) == 5 and {r["offset_seed"] for r in rows} == {"7"} and {r["levels"] for r in rows} == {"16"}
     )
     assert {r["p_lower"] for r in rows} == {""} and {r["lambda"] for r in rows} == {str(27 / 32)}
+    inclusive = tmp_path / "dssn_inclusive.tsv"
+    args = ["--method", "dssn", "--dssn-radius", "grid-inclusive", "--out", str(inclusive), "--max", "5"]
+    assert main(["certify", "--checkpoint", str(model), *args]) == 0
+    wider = _rows(inclusive)
+    assert {r["radius_rule"] for r in wider} == {"grid-inclusive"} and {r["radius_rule"] for r in rows} == {
+        "strict"
+    }
+    for w, r in zip(
+        wider, rows, strict=True
+    ):  # grid steps (q = 16) certified: closed ball ⊇ strict open ball
+        strict_steps = max(math.ceil(float(r["radius"]) * 16 - 1e-9) - 1, 0)
+        assert round(float(w["radius"]) * 16, 6) >= strict_steps
+    assert main(["certify", "--checkpoint", str(model), "--dssn-radius", "strict", "--out", str(out)]) == 2
+    assert "--dssn-radius applies to --method dssn only" in capsys.readouterr().err
     # A checkpoint trained with other noise has no offset vector.
     assert (
         main(
