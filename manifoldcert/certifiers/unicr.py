@@ -296,20 +296,19 @@ class UniCR(SmoothingCertifier):
         """The candidate direction(s) with the smallest radius at each reference ``(p_A, p_B)``.
 
         Judged on an independent pilot sample (``search_samples``), so that the final radius — computed on all samples
-        along the winners only — is not biased low by a minimum over many noisy estimates. Candidates within
-        :data:`DIRECTION_TIE` of the best count as ties and the sparsest wins: it is as good up to Monte Carlo
-        error and costs O(n·k) instead of O(n·d) (for isotropic Gaussian noise in l2 every direction ties).
+        along the winners only — is not biased low by a minimum over many noisy estimates. Every candidate within
+        :data:`DIRECTION_TIE` of the pilot's best is kept: the pilot cannot separate radii that close, and the
+        caller takes the minimum over the kept ones on all samples, so the radius never exceeds that of a candidate
+        the pilot could not rule out. (Keeping only the sparsest of the tied ones returned the axis radius for
+        Pareto noise in l1 at d = 784, p_A = 0.99, 10 % above the 2-sparse diagonal's.)
         """
         head = self.pilot(dim)
         candidates = self.directions(dim, *pairs[len(pairs) // 2])
-        winners: dict[int, np.ndarray] = {}
+        kept: set[int] = set()
         for p_a, p_b in pairs:
             radii = np.array([self._radius_along(head, direction, p_a, p_b) for direction in candidates])
-            support = np.array([np.count_nonzero(direction) for direction in candidates])
-            tied = np.flatnonzero(radii <= radii.min() * (1.0 + DIRECTION_TIE))
-            best = int(tied[np.argmin(support[tied])])
-            winners[best] = candidates[best]
-        return list(winners.values())
+            kept.update(int(i) for i in np.flatnonzero(radii <= radii.min() * (1.0 + DIRECTION_TIE)))
+        return [candidates[i] for i in sorted(kept)]
 
     def boundary_radius(self, p_a: float, p_b: float, dim: int) -> float:
         """UniCR's radius for one pair ``(p_A, p_B)``: ``λ*·‖u‖_p`` along the best direction found."""
