@@ -187,12 +187,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         bench_functional,
         bench_rddrs,
         bench_scheduler,
+        bench_sound_sampling,
         bench_unicr,
     )
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {_device(args.device)}")
     if args.what == "dssn":
-        for sigma in args.sigmas:
+        for sigma in args.sigmas or (0.5, 3.5):
             print(
                 bench_dssn(sigma, n_uniform=args.n, images=args.repeats, device=_device(args.device)).line()
             )
@@ -210,6 +211,20 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         return 0
     if args.what == "sequential":
         return _bench_sequential(args)
+    if args.what == "sound-sampling":
+        for sigma in args.sigmas or (0.25, 0.5, 1.0):
+            for arch, shape in (("cnn", (1, 28, 28)), ("cnn", (3, 32, 32))):
+                result = bench_sound_sampling(
+                    sigma,
+                    input_shape=shape,
+                    arch=arch,
+                    n=args.n,
+                    batch_size=args.batch_size,
+                    repeats=args.repeats,
+                    device=_device(args.device),
+                )
+                print(result.line())
+        return 0
     if args.what == "unicr":
         for noise_name, norm, params in (
             ("gaussian", "l2", {}),
@@ -398,16 +413,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmarks")
     p.add_argument(
         "what",
-        choices=("estimator", "dssn", "functional", "rddrs", "sequential", "unicr"),
+        choices=("estimator", "dssn", "functional", "rddrs", "sequential", "sound-sampling", "unicr"),
         help="estimator: certify vs forward passes; dssn: vs uniform; functional: the λ search's share; "
         "sequential: sequential vs fixed-n certification (--n is the cap, --images test images, the fixed "
         "run on the first --fixed-images); "
         "rddrs: time per ascent step at d = 784, ours vs geomstats (--repeats steps of --n samples); "
-        "unicr: table build time and the lookup's cost",
+        "unicr: table build time and the lookup's cost; sound-sampling: cohen's floating-point-sound grid "
+        "sampler vs randn per 10⁶ draws and per certification (--sigmas)",
     )
     p.add_argument("--n", type=int, default=10_000, help="samples (estimator) or uniform's samples (dssn)")
     p.add_argument(
-        "--sigmas", type=float, nargs="+", default=[0.5, 3.5], help="σ values for the dssn benchmark"
+        "--sigmas",
+        type=float,
+        nargs="+",
+        default=None,
+        help="σ values (dssn: 0.5 3.5; sound-sampling: 0.25 0.5 1)",
     )
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--repeats", type=int, default=5)

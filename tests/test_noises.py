@@ -45,6 +45,7 @@ def test_registry_lists_every_family():
         "gaussian",
         "gaussian-laplace-mixture",
         "general-normal",
+        "grid-gaussian",
         "hyperbolic-secant",
         "laplace",
         "logistic",

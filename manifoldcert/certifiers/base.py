@@ -634,7 +634,15 @@ class SmoothingCertifier(VoteStreamCertifier):
         seconds: float,
         extra: dict[str, Any] | None = None,
     ) -> Certificate:
-        """Abstain when the bound is below 1/2 (or below ``p_B``'s), else the radius in every norm."""
+        """Abstain when the bound is below 1/2 (or below ``p_B``'s), else the radius in every norm.
+
+        The bounds are first widened by the noise's :meth:`~manifoldcert.noises.AbstractNoise.sampling_error`:
+        they bound the sampled law, the radius needs the law the theorem is about.
+        """
+        error = self.noise.sampling_error(dim)
+        if error:
+            p_lower = max(0.0, p_lower - error)
+            p_upper_b = None if p_upper_b is None else min(1.0, p_upper_b + error)
         abstain = p_lower < 0.5 if p_upper_b is None else p_lower <= p_upper_b
         # One radius in the method's own norm; the others follow from norm inequalities.
         native = 0.0 if abstain else self.radius_for(p_lower, p_upper_b, dim=dim)

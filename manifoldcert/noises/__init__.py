@@ -14,6 +14,7 @@ from manifoldcert.noises.base import AbstractNoise as AbstractNoise
 from manifoldcert.noises.gaussian import DiagonalGaussian as DiagonalGaussian
 from manifoldcert.noises.gaussian import FullCovarianceGaussian as FullCovarianceGaussian
 from manifoldcert.noises.gaussian import Gaussian as Gaussian
+from manifoldcert.noises.grid_gaussian import GridGaussian as GridGaussian
 from manifoldcert.noises.input_dependent import InputDependentGaussian as InputDependentGaussian
 from manifoldcert.noises.input_dependent import MeanScaledGaussian as MeanScaledGaussian
 from manifoldcert.noises.input_dependent import NormScaledLaplace as NormScaledLaplace
@@ -70,6 +71,7 @@ def from_config(config: dict[str, Any]) -> AbstractNoise:
 
 for _cls in (
     Gaussian,
+    GridGaussian,
     DiagonalGaussian,
     FullCovarianceGaussian,
     Laplace,
@@ -98,6 +100,7 @@ __all__ = [
     "ExpInf",
     "ExponentialMixture",
     "FullCovarianceGaussian",
+    "GridGaussian",
     "Gaussian",
     "GaussianLaplaceMixture",
     "GeneralNormal",

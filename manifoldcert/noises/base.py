@@ -85,6 +85,15 @@ class AbstractNoise(abc.ABC):
         )
         return inputs + noise
 
+    def sampling_error(self, dim: int) -> float:
+        """An upper bound on the total variation between the law :meth:`perturb` draws for a ``dim``-coordinate
+        input and the law the certificate is stated for; certifiers lower ``p_A``'s bound by it.
+
+        0 for samplers taken as exact (every continuous noise here: the floating-point rounding of their draws is
+        not accounted for, see docs/conventions.md); a discretised sampler with rounded thresholds reports its own.
+        """
+        return 0.0
+
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={_short(v)}" for k, v in self.config().items() if k != "name")
         return f"{type(self).__name__}({params})"
@@ -130,6 +139,18 @@ def sigma_or_scale(
 
 def as_float(value: Scale) -> float:
     return float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+
+
+class AbstractDensityFreeNoise(AbstractNoise):
+    """A noise with no density over additive perturbations (a discrete law, a non-additive map of the input, a law
+    that depends on the input): ``log_prob`` refuses with :attr:`density_note`, so density-based certifiers
+    (UniCR, the functional bound) cannot be handed one by mistake."""
+
+    #: Why there is no density, completing "``{name}`` has no log_prob: …".
+    density_note: ClassVar[str]
+
+    def log_prob(self, noise: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"{self.name} has no log_prob: {self.density_note}")
 
 
 class AbstractFiniteNoise(AbstractNoise):

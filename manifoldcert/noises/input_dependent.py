@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from manifoldcert.noises.base import AbstractNoise, check_scale, resolve_dtype
+from manifoldcert.noises.base import AbstractDensityFreeNoise, AbstractNoise, check_scale, resolve_dtype
 from manifoldcert.noises.laplace import standard_laplace
 
 
@@ -113,14 +113,13 @@ class MeanAbsSigma(SigmaFunction):
         return {"name": self.name, "scale": self.scale, "offset": self.offset}
 
 
-class _InputDependent(AbstractNoise):
+class _InputDependent(AbstractDensityFreeNoise):
     """A noise whose law depends on the input: no input-free ``sample`` or ``log_prob``, only ``perturb``."""
+
+    density_note = "the density depends on the input"
 
     def sample(self, n_samples, shape, *, generator=None, device=None, dtype=None) -> torch.Tensor:
         raise NotImplementedError(f"{self.name}: the scale depends on the input; use perturb(inputs)")
-
-    def log_prob(self, noise: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError(f"{self.name}: the density depends on the input")
 
 
 class InputDependentGaussian(_InputDependent):

@@ -29,7 +29,12 @@ import numpy as np
 import torch
 
 from manifoldcert._validation import check_positive_int
-from manifoldcert.noises.base import AbstractFiniteNoise, AbstractNoise, resolve_dtype, sigma_or_scale
+from manifoldcert.noises.base import (
+    AbstractDensityFreeNoise,
+    AbstractFiniteNoise,
+    resolve_dtype,
+    sigma_or_scale,
+)
 
 #: Ways of drawing DSSN's offset vector from its seed (see :class:`DerandomizedSplittingNoise`).
 OFFSET_CONVENTIONS = ("torch", "numpy-randomstate")
@@ -84,12 +89,11 @@ def split_centers(inputs: torch.Tensor, splits: torch.Tensor, two_lambda: float)
     return (upper + lower) / 2
 
 
-class _SplittingBase(AbstractNoise):
-    def log_prob(self, noise: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError(
-            f"{self.name} noise is not additive: it has no density over perturbations (use the uniform noise "
-            "for density-based methods)"
-        )
+class _SplittingBase(AbstractDensityFreeNoise):
+    density_note = (
+        "splitting noise is not additive, it has no density over perturbations (use the uniform noise for "
+        "density-based methods)"
+    )
 
 
 class SplittingNoise(_SplittingBase):
