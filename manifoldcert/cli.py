@@ -88,6 +88,10 @@ def _cmd_certify(args: argparse.Namespace) -> int:
         if args.method != "dssn":
             raise ValueError("--dssn-radius applies to --method dssn only")
         options["radius"] = args.dssn_radius
+    if args.sampling is not None:
+        if args.method != "cohen":
+            raise ValueError("--sampling applies to --method cohen only")
+        options.update(sampling=args.sampling, levels=dataset.levels)
     if args.memory:
         if args.method not in ("ddrs", "ancer", "rddrs"):
             raise ValueError("--memory applies to the data-dependent methods ddrs, ancer and rddrs")
@@ -370,6 +374,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("strict", "grid-inclusive"),
         default=None,
         help="dssn's radius rule: strict λ(p_A − p_B) (default) or the reference code's grid-inclusive one",
+    )
+    p.add_argument(
+        "--sampling",
+        choices=("float", "sound"),
+        default=None,
+        help="cohen's noise: float x + σ·randn (default) or sound, a Gaussian rounded to the data set's pixel "
+        "grid with integer arithmetic, whose certificate holds in floating point",
     )
     p.add_argument(
         "--memory",

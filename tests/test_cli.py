@@ -138,6 +138,20 @@ def test_sequential_certification_from_the_command_line(checkpoint, tmp_path):
     assert main(unreachable) != 0 and not (tmp_path / "far.tsv").exists()
 
 
+def test_sound_sampling_through_the_command_line(checkpoint, tmp_path, capsys):
+    """cohen --sampling sound smooths on the data set's own grid (digits: levels 16) and records the noise."""
+    base = ["certify", "--checkpoint", str(checkpoint), "--n", "500", "--max", "4", "--sigma", "0.25"]
+    sound, plain = tmp_path / "sound.tsv", tmp_path / "float.tsv"
+    assert main([*base, "--method", "cohen", "--sampling", "sound", "--out", str(sound)]) == 0
+    assert main([*base, "--method", "cohen", "--out", str(plain)]) == 0
+    rows, float_rows = _rows(sound), _rows(plain)
+    assert [r["noise"] for r in rows] == ["grid-gaussian"] * 4 and float_rows[0]["noise"] == "gaussian"
+    assert sum(r["correct"] == "1" for r in rows) >= 2  # the same model still classifies under the grid noise
+    assert main([*base, "--method", "laplace", "--sampling", "sound", "--out", str(tmp_path / "x.tsv")]) == 2
+    assert "--sampling applies to --method cohen only" in capsys.readouterr().err
+    assert not (tmp_path / "x.tsv").exists()
+
+
 def test_dssn_through_the_command_line(checkpoint, tmp_path, capsys):
     model = tmp_path / "dssn.pt"
     assert (

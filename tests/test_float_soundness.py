@@ -12,6 +12,8 @@ the certificate is checked against the exact worst case over every grid point of
 from __future__ import annotations
 
 import math
+import pathlib
+import re
 
 import numpy as np
 import pytest
@@ -211,3 +213,13 @@ def test_certificate_bound_is_lowered_by_the_sampling_error():
     assert float_cohen.certify(torch.full((DIM,), 0.5), n=5000, n0=100).p_lower == clopper_pearson_lower(
         5000, 5000, 0.001
     )
+
+
+def test_the_documented_example_runs():
+    """docs/methods/closed-form.md's sound-sampling example, as written."""
+    page = pathlib.Path(__file__).resolve().parent.parent / "docs" / "methods" / "closed-form.md"
+    section = page.read_text().split("## Floating-point-sound sampling", 1)[1]
+    block = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
+    namespace: dict = {}
+    exec(compile(block, "closed-form.md", "exec"), namespace)
+    assert namespace["c"].params["noise"] == "grid-gaussian" and namespace["c"].params["levels"] == 16
