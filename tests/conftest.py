@@ -27,6 +27,20 @@ class LinearBinaryClassifier(nn.Module):
         return torch.stack([-m, m], dim=1)
 
 
+class RandomFeatureClassifier(nn.Module):
+    """A fixed random 3-class classifier of 3-dimensional inputs (random weights on random cosine features): a
+    classifier with no structure a certificate could lean on, for exhaustive checks on tiny grids."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        self.register_buffer("w1", torch.randn(3, 16, generator=generator, dtype=torch.float64) * 4)
+        self.register_buffer("w2", torch.randn(16, 3, generator=generator, dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cos(x.flatten(1) @ self.w1) @ self.w2
+
+
 @pytest.fixture(autouse=True)
 def _seed_everything():
     torch.manual_seed(0)

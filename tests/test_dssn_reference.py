@@ -11,12 +11,12 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from manifoldcert import noises
 from manifoldcert.certifiers import get_certifier
 from manifoldcert.certifiers.dssn import grid_inclusive_steps
 from manifoldcert.noises.splitting import split_centers
+from tests.conftest import RandomFeatureClassifier
 
 Q = 4
 LAMBDAS = [0.25, 0.375, 0.5, 0.75, 1.25]  # 2λq = 2, 3, 4, 6, 10
@@ -25,19 +25,6 @@ GRID = [p.double() / Q for p in GRID_STEPS]
 STEP_DISTANCES = (
     torch.cdist(GRID_STEPS.double(), GRID_STEPS.double(), p=1).round().long()
 )  # l1, in grid steps
-
-
-class _RandomFeatures(nn.Module):
-    """A fixed random 3-class classifier of 3-dimensional inputs."""
-
-    def __init__(self, seed: int) -> None:
-        super().__init__()
-        generator = torch.Generator().manual_seed(seed)
-        self.register_buffer("w1", torch.randn(3, 16, generator=generator, dtype=torch.float64) * 4)
-        self.register_buffer("w2", torch.randn(16, 3, generator=generator, dtype=torch.float64))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cos(x.flatten(1) @ self.w1) @ self.w2
 
 
 def _offset_options(kind: str, num_splits: int) -> dict:
@@ -77,7 +64,7 @@ def test_support_is_the_reference_split_rule(kind, lambda_):
 
 
 def test_explicit_offsets_equal_to_the_seeded_ones_give_the_same_certificates():
-    model = _RandomFeatures(seed=4)
+    model = RandomFeatureClassifier(seed=4)
     seeded = get_certifier("dssn", model, lambda_=0.75, levels=Q, offset_seed=2)
     vector = seeded.noise_for(GRID[0]).offset_steps
     for offsets in (vector, vector.tolist(), vector.numpy()):
@@ -111,7 +98,7 @@ def test_bad_offsets_and_radius_options_are_refused():
         get_certifier("dssn", None, lambda_=0.5, levels=Q, offset_seed=0, radius="inclusive")
     with pytest.raises(ValueError, match="needs offset_seed"):
         get_certifier("dssn", None, lambda_=0.5, levels=Q, offsets="numpy-randomstate")
-    certifier = get_certifier("dssn", _RandomFeatures(0), lambda_=0.5, levels=Q, offsets=[0, 1, 2])
+    certifier = get_certifier("dssn", RandomFeatureClassifier(0), lambda_=0.5, levels=Q, offsets=[0, 1, 2])
     with pytest.raises(ValueError, match="explicit offsets vector has 3 entries"):
         certifier.certify(torch.zeros(4))
 
@@ -148,7 +135,7 @@ def test_one_grid_step_changes_the_noisy_input_for_exactly_one_split(kind, lambd
 @pytest.mark.parametrize("lambda_", LAMBDAS, ids=str)
 def test_grid_inclusive_certificates_hold_exhaustively(kind, lambda_):
     """Every grid point at l1 distance ≤ R (inclusive) keeps the prediction; counts are 1-Lipschitz per grid step."""
-    model = _RandomFeatures(seed=2)
+    model = RandomFeatureClassifier(seed=2)
     m = int(2 * lambda_ * Q)
     options = {"lambda_": lambda_, "levels": Q, **_offset_options(kind, m)}
     inclusive = get_certifier("dssn", model, radius="grid-inclusive", **options)
@@ -199,7 +186,7 @@ def test_grid_inclusive_radius_matches_the_reference_formula_and_beats_strict_by
 
 
 def test_grid_inclusive_is_one_step_larger_on_some_real_inputs_and_radius_for_agrees():
-    model = _RandomFeatures(seed=2)
+    model = RandomFeatureClassifier(seed=2)
     options = {"lambda_": 1.25, "levels": Q, "offset_seed": 11, "offsets": "numpy-randomstate"}
     inclusive = get_certifier("dssn", model, radius="grid-inclusive", **options)
     strict = get_certifier("dssn", model, **options)

@@ -9,11 +9,11 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from manifoldcert import noises
 from manifoldcert.certifiers import get_certifier
 from manifoldcert.noises.splitting import split_centers
+from tests.conftest import RandomFeatureClassifier
 
 
 def test_general_formula_reduces_to_eq7_for_lambda_at_least_half():
@@ -56,17 +56,8 @@ def _dssn_exact_reference(x_steps, lambda_, q, offsets, f):
     return {label: Fraction(count, m) for label, count in votes.items()}
 
 
-class _LookupClassifier(nn.Module):
-    """A fixed random 3-class classifier of 3-dimensional inputs (random weights on random features)."""
-
-    def __init__(self, seed: int) -> None:
-        super().__init__()
-        generator = torch.Generator().manual_seed(seed)
-        self.register_buffer("w1", torch.randn(3, 16, generator=generator, dtype=torch.float64) * 4)
-        self.register_buffer("w2", torch.randn(16, 3, generator=generator, dtype=torch.float64))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cos(x.flatten(1) @ self.w1) @ self.w2
+class _LookupClassifier(RandomFeatureClassifier):
+    """The random-feature classifier, also read at exact rational points."""
 
     def label(self, point: tuple[Fraction, ...]) -> int:
         return int(self(torch.tensor([[float(v) for v in point]], dtype=torch.float64)).argmax())

@@ -36,7 +36,8 @@ from torch import nn
 from manifoldcert._validation import check_name
 from manifoldcert.certificate import NORMS, implied_radius
 from manifoldcert.certifiers.base import SmoothingCertifier, check_probability
-from manifoldcert.noises.yang import Exp2, ExpInf, PowInf, UniformBall, _YangNoise
+from manifoldcert.noises.dimension_scaled import DimensionScaledNoise
+from manifoldcert.noises.yang import Exp2, ExpInf, PowInf, UniformBall
 
 
 def exp2_l2_radius(scale: float, p: float, dim: int) -> float:
@@ -121,8 +122,8 @@ def pow_inf_linf_radius(scale: float, p: float, dim: int, excess: float) -> floa
 class _YangCertifier(SmoothingCertifier):
     """A Yang et al. noise whose radius depends on the dimension: :meth:`radius_for` needs ``dim``."""
 
-    noise_class: ClassVar[type[_YangNoise]]
-    noise: _YangNoise
+    noise_class: ClassVar[type[DimensionScaledNoise]]
+    noise: DimensionScaledNoise
 
     def __init__(
         self,

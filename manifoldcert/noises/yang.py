@@ -31,21 +31,14 @@ the variance is finite for ``excess > 2``).
 
 from __future__ import annotations
 
-import abc
 import math
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
-from manifoldcert._validation import check_positive_int
-from manifoldcert.noises.base import AbstractNoise, Scale, as_float, resolve_dtype
-from manifoldcert.noises.zhang import (
-    _check_scalar_scale,
-    _resolve_device,
-    _set_one_coordinate,
-    _work_dtype,
-    standard_gamma,
-)
+from manifoldcert.noises.base import AbstractNoise, Scale
+from manifoldcert.noises.dimension_scaled import DimensionScaledNoise
+from manifoldcert.noises.zhang import _set_one_coordinate, standard_gamma
 
 _LOG_2 = math.log(2.0)
 _LOG_PI = math.log(math.pi)
@@ -73,126 +66,7 @@ def log_cube_surface(dim: int) -> float:
     return math.log(dim) + dim * _LOG_2
 
 
-class _YangNoise(AbstractNoise):
-    """Shared machinery: the per-dimension ``σ ↔ λ`` resolution, checks, scaling (see the module notes).
-
-    Parameters
-    ----------
-    sigma : float or one-element Tensor, optional
-        RMS per coordinate ``sqrt(E‖z‖²/d)``. Give exactly one of ``sigma`` and ``scale``.
-    scale : float or one-element Tensor, optional
-        The family's scale ``λ``.
-    dim : int, optional
-        Number of input coordinates ``d``, if it is to be pinned now.
-    """
-
-    symmetric = True
-    name: ClassVar[str]
-    #: The norm the density is radial in.
-    norm: ClassVar[str]
-
-    def __init__(
-        self, sigma: Scale | None = None, *, scale: Scale | None = None, dim: int | None = None
-    ) -> None:
-        if (sigma is None) == (scale is None):
-            raise ValueError("give exactly one of sigma (RMS per coordinate) and scale (the family's λ)")
-        self.dim = None if dim is None else check_positive_int(dim, "dim")
-        if self.dim is not None:
-            self._check_dim(self.dim)
-        self._sigma = None if sigma is None else _check_scalar_scale(sigma, "sigma")
-        self._scale = None if scale is None else _check_scalar_scale(scale, "scale (λ)")
-
-    @abc.abstractmethod
-    def _rms_per_scale(self, dim: int) -> float:
-        """``sqrt(E‖w‖²/d)`` at ``λ = 1`` in ``d`` coordinates."""
-
-    @abc.abstractmethod
-    def _standard_sample(self, n_samples: int, dim: int, generator, device, dtype) -> torch.Tensor:
-        """``(n_samples, dim)`` exact draws at ``λ = 1``."""
-
-    @abc.abstractmethod
-    def _standard_log_prob(self, flat: torch.Tensor) -> torch.Tensor:
-        """Normalised log density at ``λ = 1`` of the rows of ``flat`` (n, d)."""
-
-    def _check_dim(self, dim: int) -> None:
-        if self.dim is not None and dim != self.dim:
-            raise ValueError(f"this noise was built for dim = {self.dim} coordinates but the input has {dim}")
-
-    def _scale_value(self, dim: int) -> Scale:
-        self._check_dim(dim)
-        if self._scale is not None:
-            return self._scale
-        return self._sigma / self._rms_per_scale(dim)
-
-    def scale_for(self, dim: int) -> float:
-        """The family's scale ``λ`` for inputs of ``dim`` coordinates."""
-        return as_float(self._scale_value(check_positive_int(dim, "dim")))
-
-    def sigma_for(self, dim: int) -> float:
-        """``sqrt(E‖z‖²/d)`` for inputs of ``d = dim`` coordinates (the given ``sigma`` itself if there was one)."""
-        dim = check_positive_int(dim, "dim")
-        self._check_dim(dim)
-        if self._sigma is not None:
-            return as_float(self._sigma)
-        return as_float(self._scale) * self._rms_per_scale(dim)
-
-    def _undefined(self, what: str, method: str) -> ValueError:
-        given = "scale" if self._sigma is None else "sigma"
-        return ValueError(
-            f"{type(self).__name__} was built from {given} without dim, and its {what} depends on the number d of "
-            f"input coordinates: call {method}(d) or pass dim=d to the constructor"
-        )
-
-    @property
-    def sigma(self) -> float:
-        if self._sigma is not None:
-            return as_float(self._sigma)
-        if self.dim is None:
-            raise self._undefined("sigma", "sigma_for")
-        return self.sigma_for(self.dim)
-
-    @property
-    def scale(self) -> float:
-        """``λ``; defined when it was given or when ``dim`` was pinned."""
-        if self._scale is not None:
-            return as_float(self._scale)
-        if self.dim is None:
-            raise self._undefined("scale", "scale_for")
-        return self.scale_for(self.dim)
-
-    def sample(self, n_samples, shape, *, generator=None, device=None, dtype=None) -> torch.Tensor:
-        shape = tuple(shape)
-        dim = math.prod(shape)
-        scale = self._scale_value(dim)
-        device = _resolve_device(device)
-        dtype = resolve_dtype(dtype)
-        standard = self._standard_sample(n_samples, dim, generator, device, _work_dtype(device))
-        if isinstance(scale, torch.Tensor):
-            scale = scale.to(device=device, dtype=dtype)
-        return standard.to(dtype).reshape(n_samples, *shape) * scale
-
-    def log_prob(self, noise: torch.Tensor) -> torch.Tensor:
-        flat = noise.flatten(1)
-        dim = flat.shape[1]
-        scale = torch.as_tensor(self._scale_value(dim), dtype=flat.dtype, device=flat.device)
-        return self._standard_log_prob(flat / scale) - dim * torch.log(scale)
-
-    def _shape_params(self) -> dict[str, Any]:
-        return {}
-
-    def config(self) -> dict[str, Any]:
-        config: dict[str, Any] = {"name": self.name}
-        if self._sigma is not None:
-            config["sigma"] = as_float(self._sigma)
-        else:
-            config["scale"] = as_float(self._scale)
-        config.update(self._shape_params())
-        if self.dim is not None:
-            config["dim"] = self.dim
-        return config
-
-
-class Exp2(_YangNoise):
+class Exp2(DimensionScaledNoise):
     """``exp2``: ``p(z) ∝ exp(−‖z/λ‖₂)`` (Yang et al. 2020, Table 1, "Exp2" with k = 1, j = 0), for l2.
 
     ``‖z‖₂/λ ~ Gamma(d)`` times a uniform direction; ``E‖z‖² = λ²d(d + 1)``, so ``σ = λ·sqrt(d + 1)``.
@@ -214,7 +88,7 @@ class Exp2(_YangNoise):
         return -flat.norm(dim=1) - (log_l2_sphere_area(dim) + math.lgamma(dim))
 
 
-class ExpInf(_YangNoise):
+class ExpInf(DimensionScaledNoise):
     """``exp-inf``: ``p(z) ∝ exp(−‖z/λ‖∞)`` (Yang et al. 2020, Table 1, "ExpInf" with k = 1, j = 0), for l∞ and l1.
 
     ``‖z‖∞/λ ~ Gamma(d)`` times a uniform point of the cube surface; ``E‖z‖² = λ²d(d + 1)(1 + (d − 1)/3)``, so
@@ -236,7 +110,7 @@ class ExpInf(_YangNoise):
         return -flat.abs().amax(1) - (log_cube_surface(dim) + math.lgamma(dim))
 
 
-class UniformBall(_YangNoise):
+class UniformBall(DimensionScaledNoise):
     """``uniform-ball``: uniform on the l2 ball of radius ``λ`` (Yang et al. 2020, Table 1, "Uniform, l2 ball").
 
     ``‖z‖₂/λ = U^{1/d}`` times a uniform direction; ``E‖z‖² = λ²d/(d + 2)``, so ``σ = λ/sqrt(d + 2)``.
@@ -266,7 +140,7 @@ class UniformBall(_YangNoise):
         )
 
 
-class PowInf(_YangNoise):
+class PowInf(DimensionScaledNoise):
     """``pow-inf``: ``p(z) ∝ (1 + ‖z/λ‖∞)^{−a}`` with ``a = d + excess`` (Yang et al. 2020, Table 1, "PowInf").
 
     ``‖z‖∞/λ ~ BetaPrime(d, a − d)`` (drawn as the ratio of ``Gamma(d)`` and ``Gamma(a − d)`` variates) times a

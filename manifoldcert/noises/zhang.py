@@ -31,16 +31,15 @@ Sampling is exact and vectorised (loops only over rejection rounds, never over s
 
 from __future__ import annotations
 
-import abc
 import functools
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
-from manifoldcert._validation import check_positive_int
-from manifoldcert.noises.base import AbstractNoise, Scale, as_float, check_scale, resolve_dtype
+from manifoldcert.noises.base import Scale, resolve_dtype
+from manifoldcert.noises.dimension_scaled import DimensionScaledNoise
 
 _LOG_2 = math.log(2.0)
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -51,15 +50,6 @@ _SQRT_2 = math.sqrt(2.0)
 # ----------------------------------------------------------------------------------------------------------
 # Random variates drawn through an explicit generator
 # ----------------------------------------------------------------------------------------------------------
-
-
-def _work_dtype(device: torch.device) -> torch.dtype:
-    """Internal draws (radii, the mixed family's ``t``) are made in float64, except on MPS, which has none."""
-    return torch.float32 if device.type == "mps" else torch.float64
-
-
-def _resolve_device(device: torch.device | str | None) -> torch.device:
-    return torch.empty(0, device=device).device
 
 
 def standard_gamma(
@@ -367,17 +357,9 @@ def _check_k(k: float) -> float:
     return float(k)
 
 
-def _check_scalar_scale(value: Scale, name: str) -> Scale:
-    value = check_scale(value, name)
-    if isinstance(value, torch.Tensor) and value.numel() != 1:
-        raise ValueError(
-            f"{name} must be a single number (or a one-element tensor), got shape {tuple(value.shape)}"
-        )
-    return value.reshape(()) if isinstance(value, torch.Tensor) else value
-
-
-class _ZhangNoise(AbstractNoise):
-    """Shared machinery of the four families: the σ ↔ scale resolution per dimension, checks, scaling.
+class _ZhangNoise(DimensionScaledNoise):
+    """The four families' shared part: the exponent ``k`` (``0 ≤ k < d``) on top of the per-dimension σ ↔ scale
+    resolution of :class:`~manifoldcert.noises.dimension_scaled.DimensionScaledNoise`.
 
     Parameters
     ----------
@@ -388,25 +370,14 @@ class _ZhangNoise(AbstractNoise):
     k : float
         Exponent of ``‖z‖^{-k}``, ``0 ≤ k < d``.
     dim : int, optional
-        Number of input coordinates ``d``, if it is to be pinned now.
+        Number of input coordinates ``d``, if it is to be pinned now (``k < d`` is then checked at once).
 
     Notes
     -----
-    Unlike i.i.d. noises, ``sigma / scale`` depends on the dimension ``d`` (e.g. ``sqrt((d − k)/d)`` for
-    ``zhang-l2``). The noise therefore stores exactly what it was given and resolves the other quantity for
-    the ``d`` of each input it is used with: a noise built from ``sigma`` has that RMS per coordinate at every
-    ``d`` (its scale is :meth:`scale_for` ``(d)``, computed at sample / log-density time); a noise built from
-    ``scale`` keeps that scale and its RMS is :meth:`sigma_for` ``(d)``. The :attr:`sigma` and :attr:`scale`
-    properties return the given value, or the resolved one when ``dim`` was passed to the constructor; without
-    ``dim`` the resolved one is undefined and they raise a ``ValueError`` naming the method to call. Passing
-    ``dim`` also checks ``k < d`` at construction and every input's size against it.
+    ``log_prob`` is ``+inf`` at ``z = 0`` when ``k > 0``: the density is unbounded at the origin (``z = 0`` has
+    probability 0 and is never drawn unless a radius underflows); ratios ``log π(z − δ) − log π(z)`` are finite
+    for ``z ≠ 0, z ≠ δ``.
     """
-
-    symmetric = True
-
-    name: ClassVar[str]
-    norm: ClassVar[str]  # the radial norm: "l1", "l2" or "linf"
-    _scale_name: ClassVar[str]  # the paper's symbol for the family's scale
 
     def __init__(
         self,
@@ -416,128 +387,22 @@ class _ZhangNoise(AbstractNoise):
         k: float = 0.0,
         dim: int | None = None,
     ) -> None:
-        if (sigma is None) == (scale is None):
-            raise ValueError(
-                f"give exactly one of sigma (RMS per coordinate) and scale (the family's {self._scale_name})"
-            )
         self.k = _check_k(k)
-        self.dim = None if dim is None else check_positive_int(dim, "dim")
-        if self.dim is not None:
-            self._check_dim(self.dim)
-        self._sigma = None if sigma is None else _check_scalar_scale(sigma, "sigma")
-        self._scale = None if scale is None else _check_scalar_scale(scale, f"scale ({self._scale_name})")
+        super().__init__(sigma, scale=scale, dim=dim)
 
-    # -- per-dimension resolution ------------------------------------------------------------------------
-
-    @abc.abstractmethod
-    def _rms_per_scale(self, dim: int) -> float:
-        """``sqrt(E‖w‖²/d)`` at scale 1 in ``d`` coordinates (σ is this times the scale)."""
-
-    def _check_dim(self, dim: int) -> None:
-        if self.dim is not None and dim != self.dim:
-            raise ValueError(f"this noise was built for dim = {self.dim} coordinates but the input has {dim}")
+    def _validate_dim(self, dim: int) -> None:
         if not self.k < dim:
             raise ValueError(
                 f"k = {self.k:g} makes the {self.name} density non-normalisable in d = {dim} dimensions: "
                 f"it needs 0 <= k < d (here k < {dim})"
             )
 
-    def _scale_value(self, dim: int) -> Scale:
-        """The family's scale in ``dim`` coordinates (a tensor, keeping its graph, if one was given)."""
-        self._check_dim(dim)
-        if self._scale is not None:
-            return self._scale
-        return self._sigma / self._rms_per_scale(dim)
-
-    def scale_for(self, dim: int) -> float:
-        """The family's own scale (``b`` or ``s``) for inputs of ``dim`` coordinates."""
-        return as_float(self._scale_value(check_positive_int(dim, "dim")))
-
-    def sigma_for(self, dim: int) -> float:
-        """``sqrt(E‖z‖²/d)`` for inputs of ``d = dim`` coordinates (the given ``sigma`` itself if there was one)."""
-        dim = check_positive_int(dim, "dim")
-        self._check_dim(dim)
-        if self._sigma is not None:
-            return as_float(self._sigma)
-        return as_float(self._scale) * self._rms_per_scale(dim)
-
-    def _undefined(self, what: str, method: str) -> ValueError:
-        given = "scale" if self._sigma is None else "sigma"
-        return ValueError(
-            f"{type(self).__name__} was built from {given} without dim, and its {what} depends on the number d of "
-            f"input coordinates: call {method}(d) or pass dim=d to the constructor"
-        )
-
-    @property
-    def sigma(self) -> float:
-        if self._sigma is not None:
-            return as_float(self._sigma)
-        if self.dim is None:
-            raise self._undefined("sigma", "sigma_for")
-        return self.sigma_for(self.dim)
-
-    @property
-    def scale(self) -> float:
-        """The family's own scale (``b`` for l1, ``s`` otherwise); see the class notes for when it is defined."""
-        if self._scale is not None:
-            return as_float(self._scale)
-        if self.dim is None:
-            raise self._undefined("scale", "scale_for")
-        return self.scale_for(self.dim)
-
-    # -- sampling and density ----------------------------------------------------------------------------
-
-    @abc.abstractmethod
-    def _standard_sample(
-        self,
-        n_samples: int,
-        dim: int,
-        generator: torch.Generator | None,
-        device: torch.device,
-        dtype: torch.dtype,
-    ) -> torch.Tensor:
-        """``(n_samples, dim)`` exact draws at scale 1."""
-
-    @abc.abstractmethod
-    def _standard_log_prob(self, flat: torch.Tensor) -> torch.Tensor:
-        """Normalised log density at scale 1 of the rows of ``flat`` (n, d)."""
-
-    def sample(self, n_samples, shape, *, generator=None, device=None, dtype=None) -> torch.Tensor:
-        shape = tuple(shape)
-        dim = math.prod(shape)
-        scale = self._scale_value(dim)
-        device = _resolve_device(device)
-        dtype = resolve_dtype(dtype)
-        standard = self._standard_sample(n_samples, dim, generator, device, _work_dtype(device))
-        if isinstance(scale, torch.Tensor):
-            scale = scale.to(device=device, dtype=dtype)
-        return standard.to(dtype).reshape(n_samples, *shape) * scale
-
-    def log_prob(self, noise: torch.Tensor) -> torch.Tensor:
-        """Normalised ``log π(z)``; ``+inf`` at ``z = 0`` when ``k > 0``.
-
-        The density is unbounded at the origin for ``k > 0`` (``z = 0`` has probability 0 and is never drawn
-        unless a radius underflows); ratios ``log π(z − δ) − log π(z)`` are finite for ``z ≠ 0, z ≠ δ``.
-        """
-        flat = noise.flatten(1)
-        dim = flat.shape[1]
-        scale = torch.as_tensor(self._scale_value(dim), dtype=flat.dtype, device=flat.device)
-        return self._standard_log_prob(flat / scale) - dim * torch.log(scale)
+    def _shape_params(self) -> dict[str, Any]:
+        return {"k": self.k}
 
     def _power_term(self, log_norm: torch.Tensor) -> torch.Tensor:
         """``−k log‖w‖`` (exactly 0 for k = 0, also at w = 0)."""
         return -self.k * log_norm if self.k > 0 else torch.zeros_like(log_norm)
-
-    def config(self) -> dict[str, Any]:
-        config: dict[str, Any] = {"name": self.name}
-        if self._sigma is not None:
-            config["sigma"] = as_float(self._sigma)
-        else:
-            config["scale"] = as_float(self._scale)
-        config["k"] = self.k
-        if self.dim is not None:
-            config["dim"] = self.dim
-        return config
 
 
 class ZhangL1(_ZhangNoise):
@@ -553,7 +418,7 @@ class ZhangL1(_ZhangNoise):
 
     name = "zhang-l1"
     norm = "l1"
-    _scale_name = "b"
+    scale_name = "b"
 
     def _rms_per_scale(self, dim: int) -> float:
         a = dim - self.k
@@ -599,7 +464,7 @@ class ZhangL2(_ZhangNoise):
 
     name = "zhang-l2"
     norm = "l2"
-    _scale_name = "s"
+    scale_name = "s"
 
     def _rms_per_scale(self, dim: int) -> float:
         return math.sqrt((dim - self.k) / dim)
@@ -630,7 +495,7 @@ class ZhangLinf(_ZhangNoise):
 
     name = "zhang-linf"
     norm = "linf"
-    _scale_name = "s"
+    scale_name = "s"
 
     def _rms_per_scale(self, dim: int) -> float:
         return math.sqrt((dim - self.k) * (dim + 2.0) / (3.0 * dim))
@@ -668,7 +533,7 @@ class ZhangMixed(_ZhangNoise):
 
     name = "zhang-mixed"
     norm = "linf"
-    _scale_name = "s"
+    scale_name = "s"
 
     def _law(self, dim: int) -> _MaxNormLaw:
         return _max_norm_law(dim, self.k)
