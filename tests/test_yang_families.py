@@ -265,9 +265,7 @@ def test_closed_form_matches_unicr(name: str, norm: str, p_a: float, tolerance: 
     """Within 2 % of UniCR's Monte Carlo radius where the closed form is tight; never above it (+1 % MC slack)."""
     d, sigma = 8, 0.5
     closed = get_certifier(name, None, sigma=sigma, noise_params=FAMILIES[name] or None)
-    # Given by its λ at this d: UniCR's log-density check evaluates a few coordinates alone, and a λ resolved from
-    # σ at that smaller dimension would put the uniform ball's samples outside its support.
-    noise = _noise(name, scale=closed.scale_for(d))
+    noise = _noise(name, sigma=sigma)
     unicr = UniCR(None, noise=noise, norm=norm, input_shape=(d,), search="symmetric", mc_samples=200_000)
     numeric = unicr.radius_for(p_a, 1 - p_a, use_table=False)
     radius = closed.radius_for(p_a, norm=norm, dim=d)
@@ -276,6 +274,22 @@ def test_closed_form_matches_unicr(name: str, norm: str, p_a: float, tolerance: 
         assert -0.3 < relative < 0.01
     else:
         assert abs(relative) < tolerance
+
+
+def test_unicr_takes_a_sigma_specified_joint_noise_in_high_dimension() -> None:
+    """UniCR used to check a joint noise's log density on 4 of its coordinates, where a σ-specified uniform ball
+    resolves another λ and its samples fall outside the support: every d > 4 was refused. Now within 2 % of Yang's."""
+    d, sigma, p_a = 64, 0.5, 0.9
+    unicr = UniCR(
+        None,
+        noise=_noise("uniform-ball", sigma=sigma),
+        norm="l2",
+        input_shape=(d,),
+        search="symmetric",
+        mc_samples=20_000,
+    )
+    closed = get_certifier("uniform-ball", None, sigma=sigma).radius_for(p_a, dim=d)
+    assert unicr.radius_for(p_a, use_table=False) == pytest.approx(closed, rel=0.02)
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))

@@ -413,10 +413,15 @@ class UniCR(SmoothingCertifier):
 
 
 def _check_log_density(ratios: ShiftedLogRatios) -> None:
-    """Refuse a noise whose ``log_prob`` is missing or not finite at its own samples."""
+    """Refuse a noise whose ``log_prob`` is missing or not finite at its own samples.
+
+    An i.i.d. noise is checked on a few coordinates (its law on them is their own); a joint one on whole samples,
+    since a subset of its coordinates has another law (a uniform ball in 4 of 784 coordinates is not the ball in 4).
+    """
     name = ratios.noise.name
+    width = min(ratios.dim, 4) if ratios.noise.iid_coordinates else ratios.dim
     try:
-        values = ratios.noise.log_prob(ratios.columns(min(ratios.dim, 4))[:16].double())
+        values = ratios.noise.log_prob(ratios.columns(width)[:16].double())
     except NotImplementedError as error:
         raise ValueError(f"unicr needs a noise with a log density; {name!r} has none") from error
     if not bool(torch.isfinite(values).all()):
