@@ -28,13 +28,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     check_output_path(args.out)
     train = load_dataset(args.dataset, "train", root=args.root)
     test = load_dataset(args.dataset, "test", root=args.root)
+    if args.offsets != "torch" and args.noise != noises.DerandomizedSplittingNoise.name:
+        raise ValueError("--offsets applies to --noise derandomized-splitting only")
     if args.noise == "none":
         noise = None
     elif args.noise == noises.DerandomizedSplittingNoise.name:
         # DSSN's offset vector is fixed by a seed that the checkpoint keeps, for the data set's grid and size.
         dim = int(torch.tensor(train.input_shape).prod())
         noise = noises.get(
-            args.noise, sigma=args.sigma, levels=train.levels, offset_seed=args.offset_seed, dim=dim
+            args.noise,
+            sigma=args.sigma,
+            levels=train.levels,
+            offset_seed=args.offset_seed,
+            offsets=args.offsets,
+            dim=dim,
         )
     elif args.noise == noises.MeanScaledGaussian.name:
         noise = noises.get(args.noise, sigma=args.sigma, offset=args.offset)
@@ -343,6 +350,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sigma", type=float, default=0.25)
     p.add_argument(
         "--offset-seed", type=int, default=0, help="seed of DSSN's offset vector (derandomized-splitting)"
+    )
+    p.add_argument(
+        "--offsets",
+        choices=("torch", "numpy-randomstate"),
+        default="torch",
+        help="how DSSN's offset vector is drawn from --offset-seed: torch's generator, or numpy's "
+        "RandomState(seed).randint as Levine and Feizi's code does (derandomized-splitting)",
     )
     p.add_argument(
         "--offset", type=float, default=1.0, help="σ(x) = sigma·(mean|x| + offset) (mean-scaled-gaussian)"

@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import math
 
+import numpy as np
 import pytest
 
+from manifoldcert import noises
 from manifoldcert.cli import main
 from manifoldcert.demo import run_demo
 from manifoldcert.runs import BASE_COLUMNS, COMMON_COLUMNS
@@ -204,6 +206,33 @@ def test_dssn_through_the_command_line(checkpoint, tmp_path, capsys):
         == 2
     )
     assert "derandomized-splitting" in capsys.readouterr().err
+
+
+def test_dssn_trained_with_the_reference_offset_convention(tmp_path, capsys):
+    """train --offsets numpy-randomstate draws the offset vector as Levine and Feizi's code does (numpy's
+    RandomState(seed).randint), the checkpoint records it, and certify uses the same vector."""
+    from manifoldcert.models import load_checkpoint
+
+    model = tmp_path / "dssn_np.pt"
+    train = ["train", "--noise", "derandomized-splitting", "--sigma", "0.5", "--offset-seed", "3"]
+    assert main([*train, "--offsets", "numpy-randomstate", "--epochs", "1", "--out", str(model)]) == 0
+    _, info = load_checkpoint(model)
+    noise = noises.from_config(info.noise)
+    expected = np.random.RandomState(3).randint(0, noise.num_splits, size=64)
+    assert noise.offset_convention == "numpy-randomstate"
+    assert noise.offset_steps.tolist() == expected.tolist()
+    out = tmp_path / "dssn_np.tsv"
+    assert (
+        main(["certify", "--checkpoint", str(model), "--method", "dssn", "--out", str(out), "--max", "3"])
+        == 0
+    )
+    assert {r["offsets"] for r in _rows(out)} == {"numpy-randomstate"}
+    bad = ["train", "--noise", "laplace", "--offsets", "numpy-randomstate", "--out", str(tmp_path / "x.pt")]
+    assert (
+        main(bad) == 2
+        and "--offsets applies to --noise derandomized-splitting only" in capsys.readouterr().err
+    )
+    assert not (tmp_path / "x.pt").exists()
 
 
 def test_input_dependent_through_the_command_line(tmp_path, capsys):
