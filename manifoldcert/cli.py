@@ -169,6 +169,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
             radii=args.radii,
             out_png=args.plot,
             high_probability=high_probability,
+            sigmas=args.sigma,
         )
     )
     return 0
@@ -405,8 +406,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_arguments(p)
     p.set_defaults(run=_cmd_certify)
 
-    p = sub.add_parser("report", help="certified-accuracy table, curve and robustness score from TSV files")
+    p = sub.add_parser(
+        "report",
+        help="smoothed and certified accuracy table, curves and robustness score from TSV files "
+        "(manifoldcert's or Cohen et al.'s certify.py output)",
+    )
     p.add_argument("results", nargs="+")
+    p.add_argument(
+        "--sigma",
+        type=float,
+        nargs="+",
+        default=None,
+        help="σ of each result file (one per file, or one for all) where the file does not record it, as "
+        "Cohen et al.'s files do not",
+    )
     p.add_argument("--norm", default="l2", choices=("l1", "l2", "linf"))
     p.add_argument("--radii", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
     p.add_argument("--plot", default=None, help="PNG path for the certified-accuracy curves")

@@ -14,10 +14,16 @@ from manifoldcert.report import (
     average_certified_radius,
     certified_accuracy,
     clean_accuracy,
+    curve_style,
     envelope_certified_accuracy,
+    envelope_groups,
+    example_set_warning,
+    legend_labels,
+    norm_label,
     plot_certified_accuracy,
     read_results,
     robustness_score,
+    smoothed_accuracy,
     summarize,
 )
 
@@ -93,7 +99,7 @@ def test_read_results_extra_columns_and_empty_values(tmp_path: Path) -> None:
 def test_read_results_header_only(tmp_path: Path) -> None:
     t = read_results(write_tsv(tmp_path / "empty.tsv", []))
     assert len(t) == 0 and t.radii("l2").shape == (0,)
-    assert np.isnan(clean_accuracy(t))
+    assert np.isnan(smoothed_accuracy(t))
 
 
 def test_read_results_missing_columns(tmp_path: Path) -> None:
@@ -117,8 +123,11 @@ def test_certified_accuracy_boundaries_and_abstentions(table_a: ResultTable) -> 
     np.testing.assert_allclose(certified_accuracy(table_a, radii, "l2"), expected)
     np.testing.assert_allclose(certified_accuracy(table_a, [0.3, 0.6], "l1"), [0.6, 0.4])
     np.testing.assert_allclose(certified_accuracy(table_a, 0.05, "linf"), 0.4)
-    assert clean_accuracy(table_a) == pytest.approx(0.6)
-    assert clean_accuracy(table_a) == pytest.approx(float(certified_accuracy(table_a, 0.0)))
+    assert smoothed_accuracy(table_a) == pytest.approx(0.6)
+    assert smoothed_accuracy(table_a) == pytest.approx(float(certified_accuracy(table_a, 0.0)))
+    assert clean_accuracy(table_a) == smoothed_accuracy(
+        table_a
+    )  # the former name, still used by experiments/
 
 
 def test_average_certified_radius(table_a: ResultTable, table_b: ResultTable) -> None:
@@ -172,17 +181,47 @@ def test_robustness_score_infinite_radius(tmp_path: Path) -> None:
     )
 
 
+def cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
 def test_accuracy_table_markdown(table_a: ResultTable, table_b: ResultTable) -> None:
     md = accuracy_table([table_a, table_b], [0.25, 0.5, 1.0], "l2")
     lines = md.strip().splitlines()
     assert len(lines) == 5  # header, separator, two runs, envelope
-    assert lines[0].startswith("| name | method | σ | clean acc | r = 0.25 | r = 0.5 | r = 1 | ACR (l2)")
-    cells = lambda line: [c.strip() for c in line.strip("|").split("|")]  # noqa: E731
-    assert cells(lines[2]) == ["run_a", "cohen", "0.25", "0.600", "0.600", "0.400", "0.200", "0.350", "0.3"]
-    assert cells(lines[3]) == ["run_b", "cohen", "0.5", "0.500", "0.250", "0.250", "0.250", "0.525", "1"]
-    assert cells(lines[4]) == ["best over σ", "", "", "0.600", "0.600", "0.400", "0.250", "0.625", ""]
+    assert cells(lines[0]) == [
+        "name",
+        "method",
+        "σ",
+        "norm",
+        "N",
+        "smoothed accuracy",
+        "certified accuracy at r = 0.25",
+        "certified accuracy at r = 0.5",
+        "certified accuracy at r = 1",
+        "ACR (l2)",
+        "time/ex (s)",
+    ]
+    row_a = ["run_a", "cohen", "0.25", "l2", "5", "0.600", "0.600", "0.400", "0.200", "0.350", "0.3"]
+    assert cells(lines[2]) == row_a
+    assert cells(lines[3]) == [
+        "run_b",
+        "cohen",
+        "0.5",
+        "l2",
+        "4",
+        "0.500",
+        "0.250",
+        "0.250",
+        "0.250",
+        "0.525",
+        "1",
+    ]
+    envelope = ["envelope of cohen over σ ∈ {0.25, 0.5}", "cohen", "", "l2", "", "0.600", "0.600", "0.400"]
+    assert cells(lines[4]) == [*envelope, "0.250", "0.625", ""]
     single = accuracy_table([table_a], [0.25], "l2")
-    assert "best over σ" not in single and len(single.strip().splitlines()) == 3
+    assert "envelope" not in single and len(single.strip().splitlines()) == 3
+    assert "envelope" not in accuracy_table([table_a, table_b], [0.25], "l2", envelope=False)
 
 
 def test_plot_writes_png(table_a: ResultTable, table_b: ResultTable, tmp_path: Path) -> None:
@@ -202,8 +241,8 @@ def test_summarize(tmp_path: Path) -> None:
     paths = [write_tsv(tmp_path / "a.tsv", ROWS_A), write_tsv(tmp_path / "b.tsv", ROWS_B)]
     out = tmp_path / "summary.png"
     text = summarize(paths, norm="l2", radii=[0.5], out_png=out)
-    assert "| a | cohen | 0.25 | 0.600 | 0.400 | 0.350 |" in text
-    assert "Robustness score (l2" in text and "0.6250" in text
+    assert "| a | cohen | 0.25 | l2 | 5 | 0.600 | 0.400 | 0.350 |" in text
+    assert "Robustness score (l2" in text and "- envelope of cohen over σ ∈ {0.25, 0.5}: 0.6250" in text
     assert out.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(FileNotFoundError):
         summarize(paths, norm="l2", radii=[0.5], out_png=tmp_path / "missing" / "x.png")
@@ -226,3 +265,268 @@ def test_high_probability_accuracy_is_cohens_bernstein_bound(tmp_path):
     expected = 0.75 - alpha - math.sqrt(alpha * (1 - alpha) * log_term / m) - log_term / (3 * m)
     assert high_probability_accuracy(table, [0.5], alpha=alpha, rho=rho)[0] == pytest.approx(expected)
     assert "probability >= 0.99" in summarize([path], norm="l2", radii=[0.5], high_probability=(alpha, rho))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Duplicates and example sets
+
+
+def test_duplicate_idx_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Two writers appending to one file: every idx twice would otherwise be counted twice."""
+    from manifoldcert.cli import main
+
+    rows = [list(r) for r in ROWS_A] + [list(r) for r in ROWS_A[:3]]
+    path = write_tsv(tmp_path / "twice.tsv", rows)
+    with pytest.raises(ValueError, match="3 duplicated idx value") as err:
+        read_results(path)
+    message = str(err.value)
+    assert "twice.tsv" in message and "3 extra row(s) in 8" in message
+    assert "idx 0 on lines 2, 7" in message and "idx 2 on lines 4, 9" in message
+    assert main(["report", str(path)]) == 2 and "twice.tsv: 3 duplicated idx" in capsys.readouterr().err
+    # Only the first few are listed.
+    many = [[i % 40, *ROWS_A[0][1:]] for i in range(80)]
+    with pytest.raises(ValueError, match="40 duplicated idx value.*; and 35 more"):
+        read_results(write_tsv(tmp_path / "many.tsv", many))
+
+
+def test_example_set_warning(table_a: ResultTable, table_b: ResultTable, tmp_path: Path) -> None:
+    assert example_set_warning([table_a]) is None
+    same = read_results(write_tsv(tmp_path / "same.tsv", ROWS_A))
+    assert example_set_warning([table_a, same]) is None
+    warning = example_set_warning([table_a, table_b])
+    assert warning == (
+        "warning: the files cover different examples: run_a.tsv 5, run_b.tsv 4 (4 in common); "
+        "their accuracies are over different test sets"
+    )
+    paths = [write_tsv(tmp_path / "a.tsv", ROWS_A), write_tsv(tmp_path / "b.tsv", ROWS_B)]
+    assert summarize(paths, norm="l2", radii=[0.5]).startswith("warning: the files cover different examples")
+    assert "warning" not in summarize([paths[0], tmp_path / "same.tsv"], norm="l2", radii=[0.5])
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Cohen et al.'s files (locuslab/smoothing certify.py: "{idx}\t{label}\t{predict}\t{radius:.3}\t{correct}\t{time}"
+# with time = str(datetime.timedelta(seconds=...)))
+
+COHEN_HEADER = ["idx", "label", "predict", "radius", "correct", "time"]
+# Correct radii 0.521, 0.25, 1.23, 0.0399, 2.0 of 8 rows (one wrong with a large radius, one abstention).
+COHEN_ROWS = [
+    [0, 3, 3, 0.521, 1, "0:00:14.206886"],
+    [10, 8, 8, 0.25, 1, "0:00:01"],
+    [20, 0, 6, 0.9, 0, "0:01:02.5"],
+    [30, 5, -1, 0.0, 0, "1 day, 2:03:04.500000"],
+    [40, 1, 1, 1.23, 1, "0:00:14.2"],
+    [50, 2, 2, 0.0399, 1, "12.5"],
+    [60, 9, 9, 2.0, 1, "2 days, 0:00:00"],
+    [70, 4, 7, 0.3, 0, "0:00:00.000001"],
+]
+COHEN_ACCURACY = {
+    0.0: 5 / 8,
+    0.25: 4 / 8,
+    0.5: 3 / 8,
+    0.75: 2 / 8,
+    1.0: 2 / 8,
+    1.5: 1 / 8,
+    2.0: 1 / 8,
+    2.01: 0.0,
+}
+
+
+@pytest.fixture
+def cohen_path(tmp_path: Path) -> Path:
+    return write_tsv(tmp_path / "noise_0.25.tsv", COHEN_ROWS, COHEN_HEADER)
+
+
+def test_read_cohen_file(cohen_path: Path) -> None:
+    t = read_results(cohen_path)
+    assert (t.name, t.method, t.native_norm, len(t)) == ("noise_0.25", "cohen", "l2", 8)
+    assert math.isnan(t.sigma) and t.guaranteed is None
+    np.testing.assert_array_equal(t.idx, [0, 10, 20, 30, 40, 50, 60, 70])
+    np.testing.assert_allclose(
+        t.time,
+        [14.206886, 1.0, 62.5, 86400 + 7200 + 184.5, 14.2, 12.5, 2 * 86400, 1e-6],
+        rtol=0,
+        atol=1e-9,
+    )
+    radii = list(COHEN_ACCURACY)
+    np.testing.assert_allclose(certified_accuracy(t, radii, "l2"), list(COHEN_ACCURACY.values()))
+    assert smoothed_accuracy(t) == pytest.approx(0.625)
+    assert average_certified_radius(t, "l2") == pytest.approx((0.521 + 0.25 + 1.23 + 0.0399 + 2.0) / 8)
+    # An l2 ball of radius R contains the l1 ball of radius R; l∞ would need the input dimension.
+    np.testing.assert_allclose(t.radii("l1"), t.radii("l2"))
+    assert t.implied("l1") and not t.implied("l2")
+    with pytest.raises(ValueError, match="no linf radius"):
+        certified_accuracy(t, [0.1], "linf")
+    given = read_results(cohen_path, sigma=0.25, method="cohen-resnet110")
+    assert (given.sigma, given.method) == (0.25, "cohen-resnet110")
+
+
+def test_cohen_file_bad_time(tmp_path: Path) -> None:
+    rows = [list(r) for r in COHEN_ROWS]
+    rows[2][5] = "14 seconds"
+    with pytest.raises(ValueError, match=r"bad\.tsv, line 4, column 'time': cannot parse '14 seconds'"):
+        read_results(write_tsv(tmp_path / "bad.tsv", rows, COHEN_HEADER))
+
+
+def test_cohen_file_table_and_cli(cohen_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from manifoldcert.cli import main
+
+    text = summarize([cohen_path], norm="l2", radii=[0.25, 0.5, 1.0], sigmas=[0.25])
+    assert "| noise_0.25 | cohen | 0.25 | l2 | 8 | 0.625 | 0.500 | 0.375 | 0.250 | 0.505 |" in text
+    plot = tmp_path / "cohen.png"
+    argv = [
+        "report",
+        str(cohen_path),
+        "--sigma",
+        "0.25",
+        "--radii",
+        "0.5",
+        "--norm",
+        "l1",
+        "--plot",
+        str(plot),
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| noise_0.25 | cohen | 0.25 | l2→l1 (implied) | 8 | 0.625 | 0.375 |" in out
+    assert "(implied): l1 radii that follow from the method's native norm" in out
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="one sigma per result file"):
+        summarize([cohen_path], norm="l2", radii=[0.5], sigmas=[0.25, 0.5])
+
+
+def test_sigma_and_method_given_must_agree_with_the_file(tmp_path: Path) -> None:
+    path = write_tsv(tmp_path / "a.tsv", ROWS_A)
+    assert read_results(path, sigma=0.25, method="cohen").sigma == 0.25
+    with pytest.raises(ValueError, match=r"a\.tsv: sigma 0.5 given, but the file's 'sigma' column is 0.25"):
+        read_results(path, sigma=0.5)
+    with pytest.raises(ValueError, match="method 'dssn' given"):
+        read_results(path, method="dssn")
+    varying = [list(r) for r in ROWS_A]
+    varying[0][12] = 0.3
+    assert math.isnan(read_results(write_tsv(tmp_path / "v.tsv", varying)).sigma)
+    with pytest.raises(ValueError, match="σ varies"):
+        read_results(tmp_path / "v.tsv", sigma=0.25)
+    empty = [[*r[:12], ""] for r in ROWS_A]
+    assert read_results(write_tsv(tmp_path / "e.tsv", empty), sigma=0.25).sigma == 0.25
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Marks: approximate rows, implied norms; legends; envelopes per method
+
+
+def _with_guaranteed(rows: list[list], values: list[int]) -> list[list]:
+    return [[*r, g] for r, g in zip(rows, values, strict=True)]
+
+
+def test_guaranteed_column_marks_approximate_results(tmp_path: Path) -> None:
+    header = [*HEADER, "n0", "n", "guaranteed"]
+    rows = [[*r, 100, 1000] for r in ROWS_A]
+    approx = read_results(write_tsv(tmp_path / "approx.tsv", _with_guaranteed(rows, [0] * 5), header))
+    partly = read_results(write_tsv(tmp_path / "partly.tsv", _with_guaranteed(rows, [1, 0, 1, 1, 0]), header))
+    sound = read_results(write_tsv(tmp_path / "sound.tsv", _with_guaranteed(rows, [1] * 5), header))
+    old = read_results(write_tsv(tmp_path / "old.tsv", ROWS_A))
+    np.testing.assert_array_equal(partly.guaranteed, [True, False, True, True, False])
+    assert [t.approximate_rows for t in (approx, partly, sound, old)] == [5, 2, 0, 0]
+    assert old.guaranteed is None
+    md = accuracy_table([approx, partly, sound, old], [0.5], "l2", envelope=False).splitlines()
+    assert [cells(line)[0] for line in md[2:]] == [
+        "approx (approx.)",
+        "partly (approx.: 2 of 5 rows)",
+        "sound",
+        "old",
+    ]
+    assert [curve_style(t, "l2") for t in (approx, sound, old)] == [(":", " (approx.)"), ("-", ""), ("-", "")]
+    with pytest.raises(ValueError, match=r"line 3, column 'guaranteed'"):
+        read_results(write_tsv(tmp_path / "bad.tsv", _with_guaranteed(rows, [1, 2, 1, 1, 1]), header))
+    paths = [tmp_path / "approx.tsv", tmp_path / "sound.tsv"]
+    assert "(approx.): the file marks these radii guaranteed = 0" in summarize(paths, norm="l2", radii=[0.5])
+    assert "(approx.)" not in summarize([tmp_path / "sound.tsv"], norm="l2", radii=[0.5])
+
+
+def test_implied_norm_is_marked(table_a: ResultTable) -> None:
+    assert norm_label(table_a, "l2") == "l2" and norm_label(table_a, "l1") == "l2→l1 (implied)"
+    md = accuracy_table([table_a], [0.3], "l1").splitlines()
+    assert cells(md[2])[3] == "l2→l1 (implied)"
+    assert curve_style(table_a, "l1") == ("--", " (l2→l1 implied)")
+    assert "(implied)" not in summarize([table_a.source], norm="l2", radii=[0.3])
+
+
+def _figure_lines(tables: list[ResultTable], norm: str = "l2") -> dict[str, str]:
+    from manifoldcert.report import _certified_accuracy_figure
+
+    fig = _certified_accuracy_figure(tables, norm, None, None, True)
+    return {line.get_label(): line.get_linestyle() for line in fig.axes[0].get_lines()}
+
+
+def test_plot_styles_and_legend(table_a: ResultTable, tmp_path: Path) -> None:
+    header = [*HEADER, "guaranteed"]
+    approx = read_results(write_tsv(tmp_path / "ddrs.tsv", _with_guaranteed(ROWS_B, [0] * 4), header))
+    lines = _figure_lines([table_a, approx])
+    # same method, two σ: one envelope, drawn like its runs where they agree (here they do not: solid)
+    assert lines == {
+        "cohen σ=0.25": "-",
+        "cohen σ=0.5 (approx.)": ":",
+        "envelope of cohen over σ ∈ {0.25, 0.5}": "-",
+    }
+    assert _figure_lines([table_a], "l1") == {"cohen σ=0.25 (l2→l1 implied)": "--"}
+
+
+def test_legend_labels(table_a: ResultTable, table_b: ResultTable, cohen_path: Path, tmp_path: Path) -> None:
+    assert legend_labels([table_a, table_b]) == ["cohen σ=0.25", "cohen σ=0.5"]
+    twin = read_results(write_tsv(tmp_path / "other_model.tsv", ROWS_A))
+    # not unique: both fall back on the file stem; unknown σ: the stem; an explicit name is kept
+    assert legend_labels([table_a, twin, table_b]) == ["run_a", "other_model", "cohen σ=0.5"]
+    assert legend_labels([read_results(cohen_path)]) == ["noise_0.25"]
+    assert legend_labels([read_results(cohen_path, sigma=0.25)]) == ["cohen σ=0.25"]
+    assert legend_labels([read_results(tmp_path / "run_a.tsv", name="mine")]) == ["mine"]
+
+
+def test_envelope_only_within_one_method(table_a: ResultTable, table_b: ResultTable, tmp_path: Path) -> None:
+    other = [[*r[:11], "laplace", r[12]] for r in ROWS_B]
+    laplace_b = read_results(write_tsv(tmp_path / "laplace_b.tsv", other))
+    # one run per method: no envelope anywhere
+    assert envelope_groups([table_a, laplace_b]) == []
+    md = accuracy_table([table_a, laplace_b], [0.5], "l2")
+    assert "envelope" not in md and len(md.strip().splitlines()) == 4
+    assert set(_figure_lines([table_a, laplace_b])) == {"cohen σ=0.25", "laplace σ=0.5"}
+    text = summarize([table_a.source, laplace_b.source], norm="l2", radii=[0.5])
+    assert "- run_a (the only cohen run; its ACR): 0.3500" in text
+    assert "- laplace_b (the only laplace run; its ACR): 0.5250" in text
+    # two methods with two runs each: one envelope per method
+    laplace_a = read_results(
+        write_tsv(tmp_path / "laplace_a.tsv", [[*r[:11], "laplace", r[12]] for r in ROWS_A])
+    )
+    tables = [table_a, laplace_a, table_b, laplace_b]
+    groups = envelope_groups(tables)
+    assert [(label, [t.name for t in runs]) for label, runs in groups] == [
+        ("envelope of cohen over σ ∈ {0.25, 0.5}", ["run_a", "run_b"]),
+        ("envelope of laplace over σ ∈ {0.25, 0.5}", ["laplace_a", "laplace_b"]),
+    ]
+    md = accuracy_table(tables, [0.5], "l2").strip().splitlines()
+    assert [cells(line)[:2] for line in md[-2:]] == [
+        ["envelope of cohen over σ ∈ {0.25, 0.5}", "cohen"],
+        ["envelope of laplace over σ ∈ {0.25, 0.5}", "laplace"],
+    ]
+    assert sum(label.startswith("envelope") for label in _figure_lines(tables)) == 2
+    # σ unknown or repeated: named by the runs
+    twin = read_results(write_tsv(tmp_path / "twin.tsv", ROWS_A))
+    assert envelope_groups([table_a, twin])[0][0] == "envelope of cohen over runs run_a, twin"
+
+
+def test_default_names_keep_cohens_sigma_suffix(tmp_path: Path) -> None:
+    """Cohen et al. name files like noise_0.25/test/sigma_0.25: the ".25" is not an extension."""
+    for model in ("noise_0.25", "noise_0.50"):
+        (tmp_path / model / "test").mkdir(parents=True)
+        write_tsv(tmp_path / model / "test" / "sigma_0.25", COHEN_ROWS, COHEN_HEADER)
+    path = tmp_path / "noise_0.25" / "test" / "sigma_0.25"
+    assert read_results(path).name == "sigma_0.25"
+    assert read_results(write_tsv(tmp_path / "x.tsv", ROWS_A)).name == "x"
+    # files of one name in different folders are told apart by their folders in the summary
+    paths = [path, tmp_path / "noise_0.50" / "test" / "sigma_0.25"]
+    text = summarize(paths, norm="l2", radii=[0.5], sigmas=[0.25])
+    assert (
+        "| noise_0.25/test/sigma_0.25 | cohen |" in text and "| noise_0.50/test/sigma_0.25 | cohen |" in text
+    )
+    # such names are still default names, so legends use method and σ; an explicit name is kept
+    first = read_results(paths[0], "noise_0.25/test/sigma_0.25", sigma=0.25)
+    assert legend_labels([first, read_results(paths[1], "other", sigma=0.5)]) == ["cohen σ=0.25", "other"]
