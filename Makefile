@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 # torch is not pinned in pyproject (users bring their own); on the project machines these wheels are on disk.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test test-slow bench experiment-mnist lint clean
+.PHONY: install demo test test-slow typecheck bench experiment-mnist lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy manifoldcert
 
 bench: $(STAMP)
 	$(VENV)/bin/manifoldcert bench estimator

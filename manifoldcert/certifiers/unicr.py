@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import time
@@ -42,6 +43,8 @@ from manifoldcert.geometry.sphere import Sphere, sparse_diagonals
 from manifoldcert.noises import AbstractNoise
 from manifoldcert.noises import get as get_noise
 from manifoldcert.optimize import FunctionObjective, ParticleSwarm, Problem
+
+logger = logging.getLogger(__name__)
 
 #: Bumped whenever the table computation changes, so older cache files are never reused.
 TABLE_VERSION = 1
@@ -366,7 +369,7 @@ class UniCR(SmoothingCertifier):
             radii = np.minimum(radii, scales * lp_norm(direction, self.p))
             labels.append(f"{int(np.count_nonzero(direction))}-sparse")
             if progress:
-                print(f"unicr table d={dim}: direction {labels[-1]} done", flush=True)
+                logger.info("unicr table d=%d: direction %s done", dim, labels[-1])
         # The exact radius is non-decreasing in p_A; Monte Carlo noise can break that. Lowering each point to the
         # minimum of its successors restores it and never raises a radius.
         radii = np.minimum.accumulate(radii[::-1])[::-1]
