@@ -57,7 +57,11 @@ def check_radii(radii: Sequence[float] | None, target_radius: float | None) -> t
     """The requested radii as a strictly increasing tuple of finite numbers >= 0 (exactly one argument given)."""
     if (radii is None) == (target_radius is None):
         raise ValueError("sequential certification needs exactly one of radii=(...) and target_radius=...")
-    values = (target_radius,) if radii is None else tuple(radii)
+    if radii is None:
+        assert target_radius is not None
+        values: tuple[float, ...] = (target_radius,)
+    else:
+        values = tuple(radii)
     if not values:
         raise ValueError("radii must not be empty")
     for value in values:
@@ -306,6 +310,7 @@ class CertificationStream(VoteJob):
     def _decide(self, successes: int) -> str | None:
         """Read the confidence sequence at this look; the stop reason, or ``None`` to draw more."""
         plan, n = self.plan, self.n_used
+        assert plan is not None  # update() decides by itself when there is no plan
         sequence = plan.sequence
         self.p_lower = max(self.p_lower, float(sequence.lower(successes, n, max_n=plan.max_n)))
         certified = self._certified = sum(threshold <= self.p_lower for threshold in plan.thresholds)

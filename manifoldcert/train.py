@@ -87,7 +87,7 @@ def train_model(
     generator.manual_seed(seed)
     shuffle_generator = torch.Generator().manual_seed(seed)
     if optimizer == "adam":
-        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+        opt: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
         schedule = None
     else:
         opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)

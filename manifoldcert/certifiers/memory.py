@@ -94,10 +94,10 @@ def _generalised_spectrum(
     shape_a: Covariance, shape_b: Covariance, offset: torch.Tensor
 ) -> tuple[np.ndarray, np.ndarray]:
     """Eigenvalues ``μ`` of ``L⁻¹Σ_aL⁻ᵀ`` (``Σ_b = LLᵀ``) and the squared coordinates ``w²`` of ``L⁻¹v``."""
-    if shape_a.is_diagonal and shape_b.is_diagonal:
+    if shape_a.variances is not None and shape_b.variances is not None:  # both diagonal
         mu, w2 = shape_a.variances / shape_b.variances, offset.square() / shape_b.variances
         return mu.numpy(), w2.numpy()
-    lower = shape_b.factor if shape_b.factor is not None else torch.diag(shape_b.variances.sqrt())
+    lower = shape_b.factor if shape_b.factor is not None else torch.diag(shape_b.scales())
     half = torch.linalg.solve_triangular(lower, shape_a.dense(), upper=False)
     whitened = torch.linalg.solve_triangular(lower, half.mT, upper=False)
     mu, vectors = torch.linalg.eigh((whitened + whitened.mT) / 2)

@@ -101,7 +101,9 @@ class Covariance:
         """``Σ`` as a ``(d, d)`` matrix."""
         if self.variances is not None:
             return torch.diag(self.variances)
-        return self.factor @ self.factor.mT
+        factor = self.factor
+        assert factor is not None  # exactly one of variances / factor is set
+        return factor @ factor.mT
 
     def eigenvalues(self) -> torch.Tensor:
         """Eigenvalues of ``Σ``, ascending."""
@@ -119,7 +121,9 @@ class Covariance:
         """``log det Σ``."""
         if self.variances is not None:
             return float(self.variances.log().sum())
-        return 2.0 * float(self.factor.diagonal().log().sum())
+        factor = self.factor
+        assert factor is not None  # exactly one of variances / factor is set
+        return 2.0 * float(factor.diagonal().log().sum())
 
     def proxy_scale(self) -> float:
         """``det(Σ)^{1/(2d)}``: the radius of the ball with the volume of the unit ``Σ``-ellipsoid."""

@@ -134,6 +134,7 @@ def sigma_or_scale(
         raise ValueError(f"give exactly one of sigma and {scale_name}")
     if scale is not None:
         return check_scale(scale, scale_name)
+    assert sigma is not None  # exactly one was given
     return check_scale(sigma, "sigma") / sigma_per_scale
 
 

@@ -121,6 +121,7 @@ class DimensionScaledNoise(AbstractNoise):
         self._check_dim(dim)
         if self._scale is not None:
             return self._scale
+        assert self._sigma is not None  # exactly one of sigma / scale is set
         return self._sigma / self._rms_per_scale(dim)
 
     def scale_for(self, dim: int) -> float:
@@ -133,6 +134,7 @@ class DimensionScaledNoise(AbstractNoise):
         self._check_dim(dim)
         if self._sigma is not None:
             return as_float(self._sigma)
+        assert self._scale is not None  # exactly one of sigma / scale is set
         return as_float(self._scale) * self._rms_per_scale(dim)
 
     def _undefined(self, what: str, method: str) -> ValueError:
@@ -183,6 +185,7 @@ class DimensionScaledNoise(AbstractNoise):
         if self._sigma is not None:
             config["sigma"] = as_float(self._sigma)
         else:
+            assert self._scale is not None  # exactly one of sigma / scale is set
             config["scale"] = as_float(self._scale)
         config.update(self._shape_params())
         if self.dim is not None:

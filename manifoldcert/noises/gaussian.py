@@ -74,7 +74,7 @@ class DiagonalGaussian(AbstractNoise):
     symmetric = True
 
     def __init__(self, scales: torch.Tensor) -> None:
-        self.scales = check_scale(torch.as_tensor(scales), "scales")
+        self.scales: torch.Tensor = torch.as_tensor(check_scale(torch.as_tensor(scales), "scales"))
 
     @property
     def sigma(self) -> float:
@@ -126,6 +126,7 @@ class FullCovarianceGaussian(AbstractNoise):
             covariance = torch.as_tensor(covariance)
             _check_square(covariance, "covariance")
             checked = Covariance.full(covariance, "covariance")  # finite, symmetric, positive definite
+            assert checked.factor is not None  # a full covariance keeps its Cholesky factor
             factor = checked.factor.to(device=covariance.device, dtype=covariance.dtype)
         else:
             factor = torch.as_tensor(factor)

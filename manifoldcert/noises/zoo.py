@@ -144,7 +144,11 @@ class _ScaleFamily(AbstractNoise):
     def _resolve(self, sigma: Scale | None, scale: Scale | None, rms_per_scale: float) -> None:
         sigma_or_scale(sigma, scale, self._scale_name, rms_per_scale)  # checks exactly one, finite and > 0
         self._rms_per_scale = rms_per_scale
-        keyword, value = ("sigma", sigma) if sigma is not None else (self._scale_name, scale)
+        if sigma is not None:
+            keyword, value = "sigma", sigma
+        else:
+            assert scale is not None  # sigma_or_scale checked that exactly one is given
+            keyword, value = self._scale_name, scale
         self._given = (keyword, check_scale(value, keyword))  # a number becomes a float; a tensor is kept
 
     @property

@@ -137,7 +137,7 @@ class GradientOptimizer(abc.ABC):
                     kept = [(step, p) for step, p in kept if step <= steps]
                 break
             history.append(value)
-            if not _finite(euclidean_grad):
+            if euclidean_grad is None or not _finite(euclidean_grad):
                 reason = "non-finite gradient"
                 break
             try:
@@ -148,7 +148,7 @@ class GradientOptimizer(abc.ABC):
                 valid, move = False, None
             if move is not None:
                 evaluations += move.evaluations
-            if not valid:
+            if not valid or move is None:
                 reason = "non-finite step"
                 break
             if move.stop is not None:

@@ -82,8 +82,8 @@ class ParticleSwarm:
                 result = optimizer.run(pymanopt.Problem(manifold, cost), initial_point=population)
         finally:
             np.random.set_state(state)
-        point = np.asarray(result.point, dtype=np.float64)
-        point = torch.as_tensor(point / np.linalg.norm(point))
+        best = np.asarray(result.point, dtype=np.float64)
+        point = torch.as_tensor(best / np.linalg.norm(best))
         value = -problem.sign * float(result.cost)
         start = problem.objective.value(torch.as_tensor(population[0])) if population else math.nan
         return OptimizationResult(
