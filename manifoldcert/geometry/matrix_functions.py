@@ -233,6 +233,7 @@ class _FrechetDerivative(torch.autograd.Function):
             eigvals, eigvecs = torch.linalg.eigh(base_point)
             if func.needs_positive:
                 require_positive(eigvals, "base_point")
+        assert eigvecs is not None  # given together with eigvals
         first = _first_divided_differences(func, eigvals)
         rotated = _to_eigenbasis(eigvecs, tangent_vec)
         ctx.func = func
