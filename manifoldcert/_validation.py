@@ -73,6 +73,17 @@ def check_input(
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
     if x.dim() == 0:
         raise ValueError(f"{name} must be one input of shape (C, H, W) or (d,), got a scalar")
+    batched = (
+        x.dim() == len(input_shape) + 1 and tuple(x.shape[1:]) == tuple(input_shape)
+        if input_shape is not None
+        else x.dim() == 4
+    )
+    if batched:
+        raise ValueError(
+            f"{name} has shape {tuple(x.shape)}: a batch of {x.shape[0]} inputs, but certify takes one input "
+            f"(shape {tuple(input_shape) if input_shape is not None else '(C, H, W) or (d,)'}); certify a batch "
+            "with certifier.certify_batch(xs), or pass xs[i]"
+        )
     if input_shape is not None and tuple(x.shape) != tuple(input_shape):
         raise ValueError(
             f"{name} has shape {tuple(x.shape)} but the model expects one input of shape {tuple(input_shape)}"

@@ -8,9 +8,11 @@ the *proxy radius* used to compare with balls is ``r·det(Σ)^(1/(2d))``, the ra
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 NORMS = ("l1", "l2", "linf")
@@ -144,3 +146,62 @@ def lp_implied_radius(radius: float, p: float, q: float, dim: int | None) -> flo
             f"converting an l{p:g} radius to l{q:g} needs the input dimension dim >= 1, got {dim}"
         )
     return radius / dim ** (1.0 / p - (0.0 if math.isinf(q) else 1.0 / q))
+
+
+class CertificateBatch(list):
+    """The certificates of many inputs: a ``list`` of :class:`Certificate` (index and iterate as before) with
+    array views over them.
+
+    Attributes
+    ----------
+    predictions : ndarray of int64
+        Each input's class, -1 where the smoothed classifier abstains (or the certificate is missing).
+    radii : dict of str to ndarray of float64
+        For every norm any certificate reports, the radius per input (NaN where one does not report it).
+    p_lower : ndarray of float64
+        The lower confidence bound per input, NaN where there is none (exact methods).
+    """
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return np.array(
+            [-1 if c is None or c.prediction is None else int(c.prediction) for c in self], dtype=np.int64
+        )
+
+    @property
+    def radii(self) -> dict[str, np.ndarray]:
+        norms = sorted({norm for c in self if c is not None for norm in c.radius}, key=_norm_order)
+        return {
+            norm: np.array(
+                [np.nan if c is None else float(c.radius.get(norm, np.nan)) for c in self], dtype=np.float64
+            )
+            for norm in norms
+        }
+
+    @property
+    def p_lower(self) -> np.ndarray:
+        return np.array(
+            [np.nan if c is None or c.p_lower is None else float(c.p_lower) for c in self], dtype=np.float64
+        )
+
+    def correct(self, labels: Sequence[int] | np.ndarray | torch.Tensor) -> np.ndarray:
+        """Whether each prediction equals its label (an abstention is never correct), bool ``(len(self),)``."""
+        labels = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels, dtype=np.int64)
+        if labels.shape != (len(self),):
+            raise ValueError(
+                f"labels must have shape ({len(self)},) (one per certificate), got {labels.shape}"
+            )
+        return self.predictions == labels
+
+    def certified(
+        self, labels: Sequence[int] | np.ndarray | torch.Tensor, radius: float, norm: str
+    ) -> np.ndarray:
+        """Whether each input is correctly classified and certified at ``radius`` in ``norm`` (bool array)."""
+        radii = self.radii
+        if norm not in radii:
+            raise ValueError(f"these certificates report {sorted(radii)}, not {norm!r}")
+        return self.correct(labels) & (radii[norm] >= radius)
+
+
+def _norm_order(norm: str) -> tuple[int, str]:
+    return (NORMS.index(norm) if norm in NORMS else len(NORMS), norm)

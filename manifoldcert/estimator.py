@@ -198,9 +198,15 @@ class MonteCarloEstimator:
         """Refuse an output that is not ``(batch, num_classes)`` floating-point logits (shape only: no host sync);
         the first output fixes ``num_classes`` when it was not given."""
         if not isinstance(logits, torch.Tensor):
+            structured = isinstance(logits, (dict, tuple, list)) or hasattr(logits, "logits")
+            hint = (
+                "wrap it in manifoldcert.sources.LogitsAdapter(model, key='logits'), which returns the logits "
+                "tensor of a dict, a .logits output or a tuple"
+                if structured
+                else "wrap it so that it returns the logits tensor"
+            )
             raise ModelOutputError(
-                f"{_describe(self.model)} returned a {type(logits).__name__}, not a tensor of logits "
-                f"(wrap it so that it returns the logits tensor)"
+                f"{_describe(self.model)} returned a {type(logits).__name__}, not a tensor of logits ({hint})"
             )
         expected = "num_classes" if self.num_classes is None else self.num_classes
         if logits.dim() != 2 or logits.shape[0] != batch or not logits.is_floating_point():

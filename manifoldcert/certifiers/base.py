@@ -38,7 +38,7 @@ from manifoldcert.bounds import (
     hoeffding_upper,
     top_two_bounds,
 )
-from manifoldcert.certificate import NORMS, Certificate, implied_radius
+from manifoldcert.certificate import NORMS, Certificate, CertificateBatch, implied_radius
 from manifoldcert.confidence_sequences import ConfidenceSequence, resolve_sequence
 from manifoldcert.estimator import MonteCarloEstimator
 from manifoldcert.noises import AbstractNoise
@@ -303,11 +303,13 @@ class AbstractCertifier(abc.ABC):
         progress: bool = True,
         generators: Sequence[torch.Generator | None] | None = None,
         **options: Any,
-    ) -> list[Certificate]:
+    ) -> CertificateBatch:
         """Certify each input of ``xs`` (a batch tensor or an iterable of inputs) with the same options.
 
         ``generators`` gives each input its own random stream (default: the certifier's generator); see
-        :meth:`iter_certify` for how inputs share forward batches.
+        :meth:`iter_certify` for how inputs share forward batches. The result is a
+        :class:`~manifoldcert.certificate.CertificateBatch`: the list of certificates, in the order of ``xs``,
+        with array views (``predictions``, ``radii``, ``p_lower``).
         """
         items = list(xs)
         if generators is not None and len(generators) != len(items):
@@ -317,7 +319,7 @@ class AbstractCertifier(abc.ABC):
         inputs = ((index, x, streams[index]) for index, x in enumerate(items))
         for index, certificate in self.iter_certify(inputs, total=len(items), progress=progress, **options):
             certificates[index] = certificate
-        return certificates
+        return CertificateBatch(certificates)
 
     def iter_certify(
         self,
