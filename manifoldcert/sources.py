@@ -324,6 +324,20 @@ def _check_output(model: nn.Module, num_classes: int, input_shape: tuple[int, ..
             f"on an input of shape {(1, *input_shape)} the model returned output of shape "
             f"{tuple(output.shape)}; expected logits of shape (1, {num_classes}) for num_classes={num_classes}"
         )
+    try:  # certification evaluates batches of noisy inputs: a batch size fixed at export time would fail later
+        with torch.no_grad():
+            batch_shape = tuple(extract_logits(model(zeros.expand(2, *input_shape)), key).shape)
+    except Exception as error:  # noqa: BLE001
+        raise ModelSourceError(
+            f"the model accepts one input of shape {(1, *input_shape)} but fails on a batch of 2 "
+            f"({type(error).__name__}: {str(error).strip()[:200]}); a torch.export program must be exported "
+            "with a dynamic batch dimension (dynamic_shapes={0: torch.export.Dim('batch')})"
+        ) from error
+    if batch_shape != (2, num_classes):
+        raise ModelSourceError(
+            f"on a batch of shape {(2, *input_shape)} the model returned output of shape {batch_shape}; "
+            f"expected (2, {num_classes})"
+        )
     return model
 
 

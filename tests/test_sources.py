@@ -106,6 +106,13 @@ def test_torch_export_file_certifies(tmp_path):
     assert isinstance(certificate, Certificate)
 
 
+def test_torch_export_with_a_static_batch_is_refused(tmp_path):
+    program = torch.export.export(linear(), (torch.zeros(1, *SHAPE),))
+    torch.export.save(program, str(tmp_path / "static.pt2"))
+    with pytest.raises(ModelSourceError, match="fails on a batch of 2.*dynamic batch dimension"):
+        load_model(tmp_path / "static.pt2", num_classes=3, input_shape=SHAPE)
+
+
 def test_manifoldcert_checkpoint(tmp_path):
     net = build_model("mlp", SHAPE, 4, seed=1)
     info = CheckpointInfo(arch="mlp", dataset="toy", input_shape=SHAPE, num_classes=4, noise={}, seed=1)
