@@ -111,8 +111,9 @@ def _cmd_certify(args: argparse.Namespace) -> int:
         input_shape=dataset.input_shape,
         num_classes=dataset.num_classes,
     )
-    certify_with_args(certifier, dataset.inputs(), dataset.labels, args.out, args)
-    print(f"wrote {args.out}")
+    args.dataset_name = dataset_name
+    written = certify_with_args(certifier, dataset.inputs(), dataset.labels, args.out, args)
+    print(f"wrote {written}")
     return 0
 
 
@@ -156,6 +157,22 @@ def _certifier_options(method: str, trained_noise, sigma: float | None) -> dict:
     if sigma is None:
         raise ValueError("the checkpoint records no training noise; pass --sigma")
     return {"sigma": float(sigma)}
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from manifoldcert.result_files import merge_results
+
+    check_output_path(args.out)
+    summary = merge_results(args.shards, args.out)
+    print(
+        f"wrote {args.out}: {summary['rows']} examples from {len(args.shards)} files, "
+        f"{summary['duplicates']} identical duplicate rows dropped"
+    )
+    if summary["missing"]:
+        shown = ", ".join(str(i) for i in summary["missing"][:20])
+        more = f" (and {len(summary['missing']) - 20} more)" if len(summary["missing"]) > 20 else ""
+        print(f"missing: {len(summary['missing'])} planned examples have no row: {shown}{more}")
+    return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -405,6 +422,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="TSV output path")
     add_run_arguments(p)
     p.set_defaults(run=_cmd_certify)
+
+    p = sub.add_parser(
+        "merge",
+        help="join shard result files (certify --num-shards) into one: identical rows once, conflicting rows, "
+        "other columns or other settings refused, missing examples reported",
+    )
+    p.add_argument("shards", nargs="+", help="the shard TSVs (each with its .json run description)")
+    p.add_argument("--out", required=True, help="merged TSV (must not exist)")
+    p.set_defaults(run=_cmd_merge)
 
     p = sub.add_parser(
         "report",

@@ -2,9 +2,13 @@
 
 The first columns are Cohen et al.'s (``idx label predict radius correct time``; ``predict`` is -1 on
 abstention, ``radius`` is in the method's native norm), then ``radius_l1 radius_l2 radius_linf p_lower norm
-method sigma n0 n`` (``n``: the votes that bounded the class, fewer than the cap with sequential certification)
+method sigma n0 n guaranteed`` (``n``: the votes that bounded the class, fewer than the cap with sequential
+certification; ``guaranteed``: 1 for a certificate that holds with probability ≥ 1 − α, 0 for an approximate one)
 and the method's :attr:`~manifoldcert.certifiers.AbstractCertifier.extra_columns`. Rows are flushed as they are
-certified; running again with the same output file skips the indices already there. Each example's noise comes
+certified (and fsynced); running again with the same output file skips the indices already there, after checking
+the file's run description (``<file>.json``: settings, versions, commit, command line) against this run's settings
+and dropping a partial last line; a second process writing the same file is refused
+(:mod:`manifoldcert.result_files`). Each example's noise comes
 from a generator seeded by ``(seed, idx)``, so a resumed run writes exactly the rows an uninterrupted one would.
 Vote-stream certifiers certify many examples at once through the estimator's scheduler; rows are still written
 in the order of the examples (a finished one waits for those before it).
@@ -13,10 +17,9 @@ in the order of the examples (a finished one waits for those before it).
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -24,10 +27,23 @@ import torch
 from manifoldcert._validation import check_output_path, check_positive_int
 from manifoldcert.certificate import NORMS, Certificate
 from manifoldcert.certifiers import AbstractCertifier
+from manifoldcert.certifiers.base import DEFAULT_ALPHA, DEFAULT_N, DEFAULT_N0
 from manifoldcert.confidence_sequences import CONFIDENCE_SEQUENCES
+from manifoldcert.result_files import ResultFile, environment_about, jsonable, sha256_of, shard_path
 
 BASE_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
-COMMON_COLUMNS = ("radius_l1", "radius_l2", "radius_linf", "p_lower", "norm", "method", "sigma", "n0", "n")
+COMMON_COLUMNS = (
+    "radius_l1",
+    "radius_l2",
+    "radius_linf",
+    "p_lower",
+    "norm",
+    "method",
+    "sigma",
+    "n0",
+    "n",
+    "guaranteed",
+)
 
 
 def columns_for(certifier: AbstractCertifier) -> tuple[str, ...]:
@@ -58,6 +74,7 @@ def certificate_row(certifier: AbstractCertifier, idx: int, label: int, cert: Ce
         _format(cert.params.get("sigma")),
         cert.n0,
         cert.n,
+        int(cert.guaranteed),
         *(_format(cert.params.get(key)) for key in certifier.extra_columns),
     ]
     return [str(v) for v in values]
@@ -71,19 +88,36 @@ def _format(value: Any) -> str:
     return str(value)
 
 
-def finished_indices(path: str, header: Sequence[str]) -> set[int]:
-    """Indices already in the TSV at ``path`` (empty when the file does not exist); refuse another header."""
-    if not os.path.exists(path) or os.path.getsize(path) == 0:
-        return set()
-    with open(path, newline="") as handle:
-        reader = csv.reader(handle, delimiter="\t")
-        found = next(reader, None)
-        if found is not None and tuple(found) != tuple(header):
-            raise ValueError(
-                f"{path!r} holds results with other columns ({' '.join(found)}); "
-                "use another output file to certify with this method"
-            )
-        return {int(row[0]) for row in reader if row and len(row) == len(header)}
+def run_config(
+    certifier: AbstractCertifier,
+    *,
+    seed: int,
+    evaluation: bool,
+    certify_options: dict[str, Any],
+    dataset: str | None = None,
+    split: str | None = None,
+    checkpoint: str | None = None,
+) -> dict[str, Any]:
+    """What a run's rows depend on: resuming a file or merging shards needs it equal (see
+    :mod:`manifoldcert.result_files`). The batch size is left out: it changes no row."""
+    params = certifier.params() if hasattr(certifier, "params") else {}
+    noise = getattr(certifier, "noise", None)
+    options = {k: v for k, v in certify_options.items() if k != "batch_size"}
+    return jsonable(
+        {
+            "method": certifier.name,
+            "certifier": type(certifier).__name__,
+            "params": params,
+            "noise": noise.config() if hasattr(noise, "config") else None,
+            "input_range": certifier.input_range,
+            "seed": int(seed),
+            "evaluation": bool(evaluation),
+            "options": {"n0": DEFAULT_N0, "n": DEFAULT_N, "alpha": DEFAULT_ALPHA, **options},
+            "dataset": dataset,
+            "split": split,
+            "checkpoint_sha256": None if checkpoint is None else sha256_of(checkpoint),
+        }
+    )
 
 
 def certify_dataset(
@@ -98,6 +132,11 @@ def certify_dataset(
     seed: int = 0,
     progress: bool = True,
     evaluation: bool = False,
+    num_shards: int = 1,
+    shard_index: int = 0,
+    dataset: str | None = None,
+    split: str | None = None,
+    checkpoint: str | None = None,
     **certify_options: Any,
 ) -> str:
     """Certify examples to ``out_path``, appending to it and skipping indices it already holds.
@@ -109,61 +148,76 @@ def certify_dataset(
         Indexed by example index; only the selected ones are read.
     labels : sequence of int, length N
     out_path : path
-        TSV output; its folder must exist.
+        TSV output; its folder must exist. A run description ``<out_path>.json`` is written beside it, and the
+        file is locked while the run appends to it (:class:`~manifoldcert.result_files.ResultFile`).
     indices : sequence of int, optional
         Which examples to certify (default: all); then every ``skip``-th of them, at most ``max_count``
         (Cohen et al.'s ``--skip`` / ``--max``).
     seed : int
-        Base seed; example ``idx`` uses :func:`example_seed`.
+        Base seed; example ``idx`` uses :func:`example_seed`, so shards and resumed runs write the rows a single
+        uninterrupted run would.
     evaluation : bool
         Evaluation mode: bound each example's true label (``certify(label=...)``, no SELECT) — for benchmark
         tables only, not a deployable classifier.
+    num_shards, shard_index : int
+        Certify only every ``num_shards``-th of the selected examples, starting at ``shard_index`` (one file per
+        shard; :func:`~manifoldcert.result_files.merge_results` joins them).
+    dataset, split, checkpoint : str, optional
+        Recorded in the run description (the checkpoint by its SHA-256), and checked when resuming.
     **certify_options
         ``n0``, ``n``, ``alpha``, ``batch_size``, ``sequential``, ``radii``, ``max_n`` ... passed to
         ``certifier.certify``.
     """
     out_path = check_output_path(out_path)
     check_positive_int(skip, "skip")
+    num_shards = check_positive_int(num_shards, "num_shards")
+    if isinstance(shard_index, bool) or not isinstance(shard_index, int) or not 0 <= shard_index < num_shards:
+        raise ValueError(f"shard_index must be an integer in [0, {num_shards}), got {shard_index!r}")
     if max_count is not None:
         check_positive_int(max_count, "max_count")
     estimator = certifier.require_estimator()
     header = columns_for(certifier)
     chosen = list(range(len(labels))) if indices is None else [int(i) for i in indices]
-    chosen = chosen[::skip][:max_count]
-    done = finished_indices(out_path, header)
-    todo = [i for i in chosen if i not in done]
-    new_file = not os.path.exists(out_path) or os.path.getsize(out_path) == 0
-    written = 0
-    try:
-        with open(out_path, "a", newline="") as handle:
-            writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
-            if new_file:
-                writer.writerow(header)
-                handle.flush()
-            examples = (
-                (
-                    idx,
-                    inputs[idx],
-                    estimator.generator(example_seed(seed, idx)),
-                    _label_option(evaluation, labels, idx),
-                )
-                for idx in todo
+    chosen = chosen[::skip][:max_count][shard_index::num_shards]
+    config = run_config(
+        certifier,
+        seed=seed,
+        evaluation=evaluation,
+        certify_options=certify_options,
+        dataset=dataset,
+        split=split,
+        checkpoint=checkpoint,
+    )
+    about = {
+        **environment_about(),
+        "guaranteed": getattr(certifier, "guaranteed", None),
+        "checkpoint": checkpoint,
+        "shard": {"index": shard_index, "count": num_shards},
+        "indices": chosen,
+    }
+    with ResultFile(out_path, header, config, about) as results:
+        todo = [i for i in chosen if i not in results.finished]
+        examples = (
+            (
+                idx,
+                inputs[idx],
+                estimator.generator(example_seed(seed, idx)),
+                _label_option(evaluation, labels, idx),
             )
-            results = certifier.iter_certify(examples, total=len(todo), progress=progress, **certify_options)
-            # Rows are written in the order of the examples: finished ones wait for those before them.
-            waiting: dict[int, Certificate] = {}
-            for idx, cert in results:
-                waiting[idx] = cert
-                while written < len(todo) and todo[written] in waiting:
-                    done_idx = todo[written]
-                    row = certificate_row(certifier, done_idx, int(labels[done_idx]), waiting.pop(done_idx))
-                    writer.writerow(row)
-                    written += 1
-                handle.flush()
-    except BaseException:
-        if new_file and written == 0 and os.path.exists(out_path):
-            os.remove(out_path)  # a failure before the first row leaves no header-only file behind
-        raise
+            for idx in todo
+        )
+        stream = certifier.iter_certify(examples, total=len(todo), progress=progress, **certify_options)
+        # Rows are written in the order of the examples: finished ones wait for those before them.
+        waiting: dict[int, Certificate] = {}
+        written = 0
+        for idx, cert in stream:
+            waiting[idx] = cert
+            while written < len(todo) and todo[written] in waiting:
+                done_idx = todo[written]
+                results.write_row(
+                    certificate_row(certifier, done_idx, int(labels[done_idx]), waiting.pop(done_idx))
+                )
+                written += 1
     return out_path
 
 
@@ -203,6 +257,20 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, n: int = 100_000, skip
         "--max-n", type=int, default=None, help="with --sequential: at most this many votes (default --n)"
     )
     parser.add_argument(
+        "--num-shards",
+        type=int,
+        default=None,
+        help="split the examples into this many shards, one file each (default: WORLD_SIZE under torchrun, "
+        "SLURM_ARRAY_TASK_COUNT in a SLURM array, else 1)",
+    )
+    parser.add_argument(
+        "--shard-index",
+        type=int,
+        default=None,
+        help="which shard this process certifies, in [0, num-shards) (default: RANK, or SLURM_ARRAY_TASK_ID − "
+        "SLURM_ARRAY_TASK_MIN)",
+    )
+    parser.add_argument(
         "--evaluation",
         action="store_true",
         help="evaluation mode: bound the true label instead of the selected class (benchmark tables only)",
@@ -218,6 +286,39 @@ def sequential_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"sequential": args.sequential, "radii": args.radii, "max_n": args.max_n}
 
 
+def resolve_shard(
+    num_shards: int | None, shard_index: int | None, environ: Mapping[str, str] | None = None
+) -> tuple[int, int]:
+    """``(num_shards, shard_index)`` from the arguments, else from torchrun (``WORLD_SIZE``, ``RANK``) or a SLURM
+    array (``SLURM_ARRAY_TASK_COUNT``, ``SLURM_ARRAY_TASK_ID − SLURM_ARRAY_TASK_MIN``), else ``(1, 0)``.
+
+    A count that disagrees with the environment's, an index outside ``[0, num_shards)`` or an index without a
+    count are refused.
+    """
+    environ = os.environ if environ is None else environ
+    found: tuple[int, int, str] | None = None
+    if int(environ.get("WORLD_SIZE", "1")) > 1:
+        found = (int(environ["WORLD_SIZE"]), int(environ.get("RANK", "0")), "WORLD_SIZE (torchrun)")
+    elif "SLURM_ARRAY_TASK_COUNT" in environ:
+        index = int(environ.get("SLURM_ARRAY_TASK_ID", "0")) - int(environ.get("SLURM_ARRAY_TASK_MIN", "0"))
+        found = (int(environ["SLURM_ARRAY_TASK_COUNT"]), index, "SLURM_ARRAY_TASK_COUNT")
+    if num_shards is None:
+        if shard_index is not None and found is None:
+            raise ValueError("--shard-index needs --num-shards")
+        num_shards = found[0] if found else 1
+    elif found is not None and num_shards != found[0]:
+        raise ValueError(
+            f"--num-shards {num_shards} disagrees with the environment's {found[2]} = {found[0]}"
+        )
+    if shard_index is None:
+        shard_index = found[1] if found else 0
+    if num_shards < 1:
+        raise ValueError(f"--num-shards must be >= 1, got {num_shards}")
+    if not 0 <= shard_index < num_shards:
+        raise ValueError(f"the shard index must be in [0, {num_shards}), got {shard_index}")
+    return num_shards, shard_index
+
+
 def certify_with_args(
     certifier: AbstractCertifier,
     inputs: torch.Tensor | Sequence[torch.Tensor],
@@ -225,12 +326,24 @@ def certify_with_args(
     out_path: str | os.PathLike[str],
     args: argparse.Namespace,
 ) -> str:
-    """:func:`certify_dataset` with the options of :func:`add_run_arguments` (and ``args.seed``)."""
+    """:func:`certify_dataset` with the options of :func:`add_run_arguments` (and ``args.seed``).
+
+    With several shards the file is :func:`~manifoldcert.result_files.shard_path` of ``out_path``; ``dataset``,
+    ``split`` and ``checkpoint`` are read from ``args`` where it has them. Returns the path written.
+    """
+    num_shards, shard_index = resolve_shard(args.num_shards, args.shard_index)
+    if num_shards > 1:
+        out_path = shard_path(out_path, shard_index, num_shards)
     return certify_dataset(
         certifier,
         inputs,
         labels,
         out_path,
+        num_shards=num_shards,
+        shard_index=shard_index,
+        dataset=getattr(args, "dataset_name", None) or getattr(args, "dataset", None),
+        split=getattr(args, "split", None),
+        checkpoint=getattr(args, "checkpoint", None),
         skip=args.skip,
         max_count=args.max,
         seed=args.seed,
