@@ -75,13 +75,45 @@ def _cmd_certify(args: argparse.Namespace) -> int:
     from manifoldcert.data import load_dataset
     from manifoldcert.models import check_compatible, load_checkpoint
     from manifoldcert.runs import certify_with_args
+    from manifoldcert.sources import load_model
 
     check_output_path(args.out)
-    model, info = load_checkpoint(args.checkpoint, device=_device(args.device))
-    dataset_name = args.dataset or info.dataset
-    dataset = load_dataset(dataset_name, args.split, root=args.root)
-    check_compatible(info, dataset_name, dataset.input_shape)
-    trained_noise = None if info.noise.get("name") == "none" else noises.from_config(info.noise)
+    if (args.checkpoint is None) == (args.model is None):
+        raise ValueError(
+            "give exactly one of --checkpoint (a manifoldcert checkpoint) and --model (any model)"
+        )
+    if args.checkpoint is not None and (args.normalize or args.num_classes is not None):
+        raise ValueError("--normalize and --num-classes go with --model; a checkpoint records its own")
+    data, dataset_name, levels = _certify_data(args)
+    if args.checkpoint is not None:
+        model, info = load_checkpoint(args.checkpoint, device=_device(args.device))
+        if data is None:
+            dataset_name = args.dataset or info.dataset
+            data = load_dataset(dataset_name, args.split, root=args.root)
+            levels = data.levels
+            check_compatible(info, dataset_name, data.input_shape)
+        trained_noise = None if info.noise.get("name") == "none" else noises.from_config(info.noise)
+        num_classes = getattr(data, "num_classes", None)
+        inputs, labels = (data.inputs(), data.labels) if hasattr(data, "inputs") else (data, data.labels)
+    else:
+        if data is None:
+            data = load_dataset(args.dataset or "digits", args.split, root=args.root)
+            dataset_name, levels = args.dataset or "digits", data.levels
+        num_classes = args.num_classes or getattr(data, "num_classes", None)
+        if num_classes is None:
+            raise ValueError("--num-classes is needed: the data set does not say how many classes it has")
+        model = load_model(
+            args.model,
+            normalize=_parse_normalize(args.normalize),
+            num_classes=num_classes,
+            input_shape=data.input_shape,
+            device=_device(args.device),
+        )
+        trained_noise = None
+        inputs, labels = (data.inputs(), data.labels) if hasattr(data, "inputs") else (data, data.labels)
+        if args.sigma is None and args.method not in ("functional", "unicr"):
+            raise ValueError("--model carries no training noise: pass --sigma")
+        args.checkpoint_file = args.model if os.path.isfile(args.model) else None
     options = _certifier_options(args.method, trained_noise, args.sigma)
     if args.metric is not None:
         if args.method != "rddrs":
@@ -98,7 +130,9 @@ def _cmd_certify(args: argparse.Namespace) -> int:
     if args.sampling is not None:
         if args.method != "cohen":
             raise ValueError("--sampling applies to --method cohen only")
-        options.update(sampling=args.sampling, levels=dataset.levels)
+        if levels is None:
+            raise ValueError("--sampling sound needs the data's quantisation (a built-in data set)")
+        options.update(sampling=args.sampling, levels=levels)
     if args.memory:
         if args.method not in ("ddrs", "ancer", "rddrs"):
             raise ValueError("--memory applies to the data-dependent methods ddrs, ancer and rddrs")
@@ -108,13 +142,45 @@ def _cmd_certify(args: argparse.Namespace) -> int:
         model,
         **options,
         batch_size=args.batch_size,
-        input_shape=dataset.input_shape,
-        num_classes=dataset.num_classes,
+        input_shape=data.input_shape,
+        num_classes=num_classes,
     )
     args.dataset_name = dataset_name
-    written = certify_with_args(certifier, dataset.inputs(), dataset.labels, args.out, args)
+    written = certify_with_args(certifier, inputs, labels, args.out, args)
     print(f"wrote {written}")
     return 0
+
+
+def _certify_data(args: argparse.Namespace):
+    """``(data, name, levels)`` of ``--image-folder`` / ``--imagenet-val``, or ``(None, None, None)`` for a
+    built-in data set (loaded by the caller, which may take its name from the checkpoint)."""
+    from manifoldcert.sources import image_folder, imagenet_val
+
+    if args.image_folder is not None and args.imagenet_val is not None:
+        raise ValueError("give at most one of --image-folder and --imagenet-val")
+    if args.image_folder is not None:
+        size = args.image_size
+        return (
+            image_folder(args.image_folder, image_size=size, center_crop=size),
+            f"folder:{args.image_folder}",
+            None,
+        )
+    if args.imagenet_val is not None:
+        return imagenet_val(args.imagenet_val), f"imagenet-val:{args.imagenet_val}", None
+    return None, None, None
+
+
+def _parse_normalize(values: Sequence[str] | None) -> tuple[list[float], list[float]] | None:
+    """``--normalize MEAN STD`` with comma-separated channel values, e.g. ``0.49,0.48,0.45 0.25,0.24,0.26``."""
+    if not values:
+        return None
+    try:
+        mean, std = ([float(v) for v in text.split(",")] for text in values)
+    except ValueError as error:
+        raise ValueError(
+            f"--normalize takes MEAN STD as comma-separated numbers, got {' '.join(values)}"
+        ) from error
+    return mean, std
 
 
 def _certifier_options(method: str, trained_noise, sigma: float | None) -> dict:
@@ -389,7 +455,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("certify", help="certify a data set to a TSV (resumes an existing file)")
     common(p)
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", default=None, help="a manifoldcert checkpoint (or give --model)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="any classifier: package.module:factory, a TorchScript or torch.export file (needs --sigma)",
+    )
+    p.add_argument(
+        "--normalize",
+        nargs=2,
+        metavar=("MEAN", "STD"),
+        default=None,
+        help="with --model: normalise inside the model, comma-separated per channel (σ stays in [0, 1] pixels)",
+    )
+    p.add_argument("--num-classes", type=int, default=None, help="with --model: its number of classes")
+    p.add_argument(
+        "--image-folder", default=None, help="certify an ImageFolder tree (class folders of images)"
+    )
+    p.add_argument("--image-size", type=int, default=None, help="resize + centre-crop --image-folder images")
+    p.add_argument(
+        "--imagenet-val", default=None, help="ImageNet's validation layout (wnid folders), 256 → 224 crop"
+    )
     p.add_argument("--method", default="cohen")
     p.add_argument("--sigma", type=float, default=None, help="default: the checkpoint's training sigma")
     p.add_argument("--dataset", default=None, help="default: the checkpoint's data set")

@@ -343,7 +343,7 @@ def certify_with_args(
         shard_index=shard_index,
         dataset=getattr(args, "dataset_name", None) or getattr(args, "dataset", None),
         split=getattr(args, "split", None),
-        checkpoint=getattr(args, "checkpoint", None),
+        checkpoint=getattr(args, "checkpoint_file", None) or getattr(args, "checkpoint", None),
         skip=args.skip,
         max_count=args.max,
         seed=args.seed,

@@ -36,3 +36,11 @@ not_a_factory = 3
 
 def returns_int() -> int:
     return 1
+
+
+def resnet18_cifar(num_classes: int = 10) -> nn.Module:
+    """torchvision's ResNet-18, randomly initialised (nothing is downloaded), for 32×32 inputs."""
+    import torchvision
+
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(num_classes=num_classes)

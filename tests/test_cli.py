@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 
 import numpy as np
@@ -152,6 +153,54 @@ def test_sound_sampling_through_the_command_line(checkpoint, tmp_path, capsys):
     assert main([*base, "--method", "laplace", "--sampling", "sound", "--out", str(tmp_path / "x.tsv")]) == 2
     assert "--sampling applies to --method cohen only" in capsys.readouterr().err
     assert not (tmp_path / "x.tsv").exists()
+
+
+def test_bring_your_own_model_by_import_path_on_an_image_folder(tmp_path, capsys):
+    """A torchvision ResNet-18 (random init, normalisation in front) certified from the CLI by import path on a
+    20-image ImageFolder tree; the run description records where the data came from."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for k in range(10):
+        (tmp_path / "tree" / f"class{k}").mkdir(parents=True)
+        for i in range(2):
+            pixels = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "tree" / f"class{k}" / f"{i}.png")
+    out = tmp_path / "resnet.tsv"
+    args = [
+        "certify",
+        "--model",
+        "tests.sources_factories:resnet18_cifar",
+        "--image-folder",
+        str(tmp_path / "tree"),
+    ]
+    args += [
+        "--normalize",
+        "0.4914,0.4822,0.4465",
+        "0.2470,0.2435,0.2616",
+        "--sigma",
+        "0.25",
+        "--num-classes",
+        "10",
+    ]
+    assert (
+        main([*args, "--n", "40", "--n0", "10", "--batch-size", "25", "--max", "3", "--out", str(out)]) == 0
+    )
+    rows = _rows(out)
+    assert [r["idx"] for r in rows] == ["0", "1", "2"] and {r["method"] for r in rows} == {"cohen"}
+    description = json.loads((tmp_path / "resnet.tsv.json").read_text())
+    assert description["config"]["dataset"].startswith("folder:")
+    bad = [
+        "certify",
+        "--model",
+        "tests.sources_factories:resnet18_cifar",
+        "--image-folder",
+        str(tmp_path / "tree"),
+    ]
+    assert main([*bad, "--sigma", "0.25", "--num-classes", "7", "--out", str(tmp_path / "x.tsv")]) == 2
+    assert "7" in capsys.readouterr().err and not (tmp_path / "x.tsv").exists()
+    assert main(["certify", "--model", "nowhere.module:factory", "--out", str(tmp_path / "y.tsv")]) == 2
+    assert "nowhere" in capsys.readouterr().err
 
 
 def test_dssn_through_the_command_line(checkpoint, tmp_path, capsys):
