@@ -70,11 +70,30 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_certify(args: argparse.Namespace) -> int:
+    from manifoldcert.runs import certify_with_args
+
+    certifier, inputs, labels = _certifier_from_args(args)
+    written = certify_with_args(certifier, inputs, labels, args.out, args)
+    print(f"wrote {written}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from manifoldcert.runs import predict_with_args
+
+    certifier, inputs, labels = _certifier_from_args(args)
+    written = predict_with_args(certifier, inputs, labels, args.out, args)
+    print(f"wrote {written}")
+    return 0
+
+
+def _certifier_from_args(args: argparse.Namespace):
+    """The certifier, inputs and labels of ``certify`` / ``predict``: a checkpoint or ``--model``, a built-in data
+    set or ``--image-folder`` / ``--imagenet-val``, and the method's options."""
     from manifoldcert import noises
     from manifoldcert.certifiers import get_certifier
     from manifoldcert.data import load_dataset
     from manifoldcert.models import check_compatible, load_checkpoint
-    from manifoldcert.runs import certify_with_args
     from manifoldcert.sources import load_model
 
     check_output_path(args.out)
@@ -146,9 +165,7 @@ def _cmd_certify(args: argparse.Namespace) -> int:
         num_classes=num_classes,
     )
     args.dataset_name = dataset_name
-    written = certify_with_args(certifier, inputs, labels, args.out, args)
-    print(f"wrote {written}")
-    return 0
+    return certifier, inputs, labels
 
 
 def _certify_data(args: argparse.Namespace):
@@ -417,14 +434,16 @@ def _bench_sequential(args: argparse.Namespace) -> int:
     return 0
 
 
+def common(p: argparse.ArgumentParser) -> None:
+    """``--device --root --seed``, which every command that runs a model takes."""
+    p.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
+    p.add_argument("--root", default=None, help="data root for mnist / fashion-mnist / cifar10")
+    p.add_argument("--seed", type=int, default=0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="manifoldcert", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
-        p.add_argument("--root", default=None, help="data root for mnist / fashion-mnist / cifar10")
-        p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("train", help="train a base classifier with noise augmentation")
     common(p)
@@ -454,60 +473,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_train)
 
     p = sub.add_parser("certify", help="certify a data set to a TSV (resumes an existing file)")
-    common(p)
-    p.add_argument("--checkpoint", default=None, help="a manifoldcert checkpoint (or give --model)")
-    p.add_argument(
-        "--model",
-        default=None,
-        help="any classifier: package.module:factory, a TorchScript or torch.export file (needs --sigma)",
-    )
-    p.add_argument(
-        "--normalize",
-        nargs=2,
-        metavar=("MEAN", "STD"),
-        default=None,
-        help="with --model: normalise inside the model, comma-separated per channel (σ stays in [0, 1] pixels)",
-    )
-    p.add_argument("--num-classes", type=int, default=None, help="with --model: its number of classes")
-    p.add_argument(
-        "--image-folder", default=None, help="certify an ImageFolder tree (class folders of images)"
-    )
-    p.add_argument("--image-size", type=int, default=None, help="resize + centre-crop --image-folder images")
-    p.add_argument(
-        "--imagenet-val", default=None, help="ImageNet's validation layout (wnid folders), 256 → 224 crop"
-    )
-    p.add_argument("--method", default="cohen")
-    p.add_argument("--sigma", type=float, default=None, help="default: the checkpoint's training sigma")
-    p.add_argument("--dataset", default=None, help="default: the checkpoint's data set")
-    p.add_argument("--split", default="test")
-    p.add_argument(
-        "--metric",
-        default=None,
-        help="SPD metric of rddrs: affine-invariant, log-euclidean, bures-wasserstein or geomstats:<Class>",
-    )
-    p.add_argument("--norm", default="l2", help="threat model of unicr: l1, l2, linf or a number p > 0")
-    p.add_argument("--cache-dir", default=None, help="folder for unicr's p_A → R tables")
-    p.add_argument(
-        "--dssn-radius",
-        choices=("strict", "grid-inclusive"),
-        default=None,
-        help="dssn's radius rule: strict λ(p_A − p_B) (default) or the reference code's grid-inclusive one",
-    )
-    p.add_argument(
-        "--sampling",
-        choices=("float", "sound"),
-        default=None,
-        help="cohen's noise: float x + σ·randn (default) or sound, a Gaussian rounded to the data set's pixel "
-        "grid with integer arithmetic, whose certificate holds in floating point",
-    )
-    p.add_argument(
-        "--memory",
-        action="store_true",
-        help="memory-based certification for ddrs / ancer / rddrs (guaranteed)",
-    )
-    p.add_argument("--out", required=True, help="TSV output path")
-    add_run_arguments(p)
+    _add_model_and_data_arguments(p)
     p.set_defaults(run=_cmd_certify)
+
+    p = sub.add_parser(
+        "predict",
+        help="Cohen et al.'s PREDICT over a data set: a TSV of idx label predict correct time (abstain: -1)",
+    )
+    _add_model_and_data_arguments(p)
+    p.set_defaults(run=_cmd_predict)
 
     p = sub.add_parser(
         "merge",
@@ -595,6 +569,63 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None)
     p.set_defaults(run=_cmd_bench)
     return parser
+
+
+def _add_model_and_data_arguments(p: argparse.ArgumentParser) -> None:
+    """The options ``certify`` and ``predict`` share: model, data, method and run options."""
+    common(p)
+    p.add_argument("--checkpoint", default=None, help="a manifoldcert checkpoint (or give --model)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="any classifier: package.module:factory, a TorchScript or torch.export file (needs --sigma)",
+    )
+    p.add_argument(
+        "--normalize",
+        nargs=2,
+        metavar=("MEAN", "STD"),
+        default=None,
+        help="with --model: normalise inside the model, comma-separated per channel (σ stays in [0, 1] pixels)",
+    )
+    p.add_argument("--num-classes", type=int, default=None, help="with --model: its number of classes")
+    p.add_argument(
+        "--image-folder", default=None, help="certify an ImageFolder tree (class folders of images)"
+    )
+    p.add_argument("--image-size", type=int, default=None, help="resize + centre-crop --image-folder images")
+    p.add_argument(
+        "--imagenet-val", default=None, help="ImageNet's validation layout (wnid folders), 256 → 224 crop"
+    )
+    p.add_argument("--method", default="cohen")
+    p.add_argument("--sigma", type=float, default=None, help="default: the checkpoint's training sigma")
+    p.add_argument("--dataset", default=None, help="default: the checkpoint's data set")
+    p.add_argument("--split", default="test")
+    p.add_argument(
+        "--metric",
+        default=None,
+        help="SPD metric of rddrs: affine-invariant, log-euclidean, bures-wasserstein or geomstats:<Class>",
+    )
+    p.add_argument("--norm", default="l2", help="threat model of unicr: l1, l2, linf or a number p > 0")
+    p.add_argument("--cache-dir", default=None, help="folder for unicr's p_A → R tables")
+    p.add_argument(
+        "--dssn-radius",
+        choices=("strict", "grid-inclusive"),
+        default=None,
+        help="dssn's radius rule: strict λ(p_A − p_B) (default) or the reference code's grid-inclusive one",
+    )
+    p.add_argument(
+        "--sampling",
+        choices=("float", "sound"),
+        default=None,
+        help="cohen's noise: float x + σ·randn (default) or sound, a Gaussian rounded to the data set's pixel "
+        "grid with integer arithmetic, whose certificate holds in floating point",
+    )
+    p.add_argument(
+        "--memory",
+        action="store_true",
+        help="memory-based certification for ddrs / ancer / rddrs (guaranteed)",
+    )
+    p.add_argument("--out", required=True, help="TSV output path")
+    add_run_arguments(p)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,10 +19,12 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from manifoldcert._validation import check_output_path, check_positive_int
 from manifoldcert.certificate import NORMS, Certificate
@@ -219,6 +221,103 @@ def certify_dataset(
                 )
                 written += 1
     return out_path
+
+
+#: Cohen et al.'s predict.py columns (``predict`` is -1 on abstention).
+PREDICT_COLUMNS = ("idx", "label", "predict", "correct", "time")
+
+
+def predict_dataset(
+    certifier: AbstractCertifier,
+    inputs: torch.Tensor | Sequence[torch.Tensor],
+    labels: Sequence[int] | torch.Tensor,
+    out_path: str | os.PathLike[str],
+    *,
+    n: int = DEFAULT_N,
+    alpha: float = DEFAULT_ALPHA,
+    batch_size: int | None = None,
+    indices: Sequence[int] | None = None,
+    skip: int = 1,
+    max_count: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    num_shards: int = 1,
+    shard_index: int = 0,
+    dataset: str | None = None,
+    split: str | None = None,
+    checkpoint: str | None = None,
+) -> str:
+    """Cohen et al.'s PREDICT on every selected example, to a TSV of :data:`PREDICT_COLUMNS` (their predict.py's
+    format), resumable, locked and described like :func:`certify_dataset`'s files; same seeds, skip, shards."""
+    out_path = check_output_path(out_path)
+    check_positive_int(skip, "skip")
+    check_positive_int(num_shards, "num_shards")
+    if not 0 <= shard_index < num_shards:
+        raise ValueError(f"shard_index must be an integer in [0, {num_shards}), got {shard_index!r}")
+    estimator = certifier.require_estimator()
+    chosen = list(range(len(labels))) if indices is None else [int(i) for i in indices]
+    chosen = chosen[::skip][:max_count][shard_index::num_shards]
+    options = {"n": n, "alpha": alpha}
+    config = {
+        **run_config(
+            certifier,
+            seed=seed,
+            evaluation=False,
+            certify_options=options,
+            dataset=dataset,
+            split=split,
+            checkpoint=checkpoint,
+        ),
+        "task": "predict",
+    }
+    about = {**environment_about(), "shard": {"index": shard_index, "count": num_shards}, "indices": chosen}
+    with ResultFile(out_path, PREDICT_COLUMNS, config, about) as results:
+        todo = [i for i in chosen if i not in results.finished]
+        for idx in tqdm(todo, desc=f"predict ({certifier.name})", disable=not progress):
+            start = time.perf_counter()
+            generator = estimator.generator(example_seed(seed, idx))
+            prediction = certifier.predict(
+                inputs[idx], n=n, alpha=alpha, batch_size=batch_size, generator=generator
+            )
+            label = int(labels[idx])
+            predict = -1 if prediction is None else prediction
+            results.write_row(
+                [idx, label, predict, int(prediction == label), f"{time.perf_counter() - start:.4f}"]
+            )
+    return out_path
+
+
+def predict_with_args(
+    certifier: AbstractCertifier,
+    inputs: torch.Tensor | Sequence[torch.Tensor],
+    labels: Sequence[int] | torch.Tensor,
+    out_path: str | os.PathLike[str],
+    args: argparse.Namespace,
+) -> str:
+    """:func:`predict_dataset` with the options of :func:`add_run_arguments` (``--n``, ``--alpha``, ``--skip``,
+    ``--max``, shards); returns the path written."""
+    if args.sequential is not None or args.evaluation:
+        raise ValueError("predict takes a fixed --n; --sequential and --evaluation apply to certify")
+    num_shards, shard_index = resolve_shard(args.num_shards, args.shard_index)
+    if num_shards > 1:
+        out_path = shard_path(out_path, shard_index, num_shards)
+    return predict_dataset(
+        certifier,
+        inputs,
+        labels,
+        out_path,
+        n=args.n,
+        alpha=args.alpha,
+        batch_size=args.batch_size,
+        skip=args.skip,
+        max_count=args.max,
+        seed=args.seed,
+        num_shards=num_shards,
+        shard_index=shard_index,
+        dataset=getattr(args, "dataset_name", None) or getattr(args, "dataset", None),
+        split=getattr(args, "split", None),
+        checkpoint=getattr(args, "checkpoint_file", None) or getattr(args, "checkpoint", None),
+    )
 
 
 def _label_option(evaluation: bool, labels, idx: int) -> dict[str, int]:

@@ -239,3 +239,21 @@ def test_torchrun_two_processes_merge_to_a_single_run(tmp_path):
     assert all(os.path.exists(s) for s in shards)
     assert main(["merge", *shards, "--out", str(tmp_path / "merged.tsv")]) == 0
     assert _without_time(_rows(tmp_path / "merged.tsv")) == _without_time(_rows(single))
+
+
+def test_predict_writes_cohen_predict_rows(tmp_path, capsys):
+    """manifoldcert predict: Cohen et al.'s predict.py TSV (idx label predict correct time), resumable."""
+    checkpoint = tmp_path / "digits.pt"
+    assert main(["train", "--dataset", "digits", "--epochs", "2", "--out", str(checkpoint)]) == 0
+    out = tmp_path / "predict.tsv"
+    base = ["predict", "--checkpoint", str(checkpoint), "--n", "200", "--out", str(out)]
+    assert main([*base, "--max", "4"]) == 0
+    assert main([*base, "--max", "8"]) == 0  # resumed: four more
+    rows = _rows(out)
+    assert list(rows[0]) == ["idx", "label", "predict", "correct", "time"]
+    assert [int(r["idx"]) for r in rows] == list(range(8))
+    assert all(r["correct"] == str(int(r["predict"] == r["label"])) for r in rows)
+    assert sum(r["correct"] == "1" for r in rows) >= 4
+    assert read_description(out)["config"]["task"] == "predict"
+    assert main([*base, "--sequential", "mixture", "--radii", "0.1"]) == 2
+    assert "fixed --n" in capsys.readouterr().err
