@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -60,6 +61,8 @@ import torch
 from torch.utils.data import Dataset
 
 from manifoldcert._validation import check_name
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["DatasetUnavailableError", "ImageDataset", "available_datasets", "load_dataset", "load_train_test"]
 
@@ -537,5 +540,5 @@ def load_train_test(
     except DatasetUnavailableError as error:
         if fallback is None:
             raise
-        print(f"{name} unavailable ({error}); using {fallback}")
+        logger.warning("%s unavailable (%s); using %s", name, error, fallback)
         return fallback, load_dataset(fallback, "train"), load_dataset(fallback, "test")
