@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -203,6 +204,7 @@ def _parse_normalize(values: Sequence[str] | None) -> tuple[list[float], list[fl
 def _certifier_options(method: str, trained_noise, sigma: float | None) -> dict:
     """Keyword arguments that make ``method`` smooth with the noise the model was trained with."""
     from manifoldcert import noises
+    from manifoldcert.noises.input_dependent import MeanAbsSigma
 
     if isinstance(trained_noise, noises.MeanScaledGaussian):
         if method != "input-dependent":
@@ -210,6 +212,7 @@ def _certifier_options(method: str, trained_noise, sigma: float | None) -> dict:
                 "this model was trained with input-dependent noise; certify it with --method input-dependent"
             )
         function = trained_noise.sigma_function  # σ(x) = scale·(mean|x| + offset)
+        assert isinstance(function, MeanAbsSigma)  # what a MeanScaledGaussian holds
         return {"sigma": sigma if sigma is not None else function.scale, "offset": function.offset}
     if method == "dssn":
         # The certificate needs the offset vector the model was trained with.
@@ -304,6 +307,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     )
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {_device(args.device)}")
+    result: Any  # each benchmark has its own result type, all with .line()
     if args.what == "dssn":
         for sigma in args.sigmas or (0.5, 3.5):
             print(
@@ -312,9 +316,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         return 0
     if args.what == "rddrs":
         results = bench_rddrs(steps=args.repeats, opt_samples=args.n, device=_device(args.device))
-        for result in results:
-            print(result.line())
-        by_name = {result.metric: result for result in results}
+        for step in results:
+            print(step.line())
+        by_name = {step.metric: step for step in results}
         for name in ("affine-invariant", "log-euclidean"):
             theirs = by_name.get(f"geomstats:{_GEOMSTATS_NAMES[name]}")
             if name in by_name and theirs is not None:

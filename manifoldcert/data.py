@@ -54,7 +54,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import final
+from typing import Any, final
 
 import numpy as np
 import torch
@@ -337,8 +337,10 @@ def _load_mnist(split: str, root: Path | None) -> ImageDataset:
     # Four uint8 arrays: train_images (60000, 28, 28), train_labels (60000,), test_images, test_labels.
     with zarr.storage.ZipStore(store_path, mode="r") as store:
         group = zarr.open_group(store, mode="r")
-        images = np.asarray(group[f"{split}_images"][...], dtype=np.uint8)
-        labels = np.asarray(group[f"{split}_labels"][...], dtype=np.int64)
+        stored_images: Any = group[f"{split}_images"]  # zarr arrays (the stubs type members as groups)
+        stored_labels: Any = group[f"{split}_labels"]
+        images = np.asarray(stored_images[...], dtype=np.uint8)
+        labels = np.asarray(stored_labels[...], dtype=np.int64)
     return ImageDataset(
         "mnist",
         split,

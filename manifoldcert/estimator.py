@@ -40,10 +40,10 @@ from manifoldcert.noises.base import AbstractFiniteNoise
 
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter or buffer (CPU for a parameter-free model)."""
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
+    for parameter in model.parameters():
+        return parameter.device
+    for buffer in model.buffers():
+        return buffer.device
     return torch.device("cpu")
 
 
@@ -260,19 +260,28 @@ class MonteCarloEstimator:
         # A row with a NaN or infinite logit votes for the extra class ``num_classes``, which
         # :meth:`_checked_counts` refuses once the counts are on the host (no extra device sync here).
         finite = torch.isfinite(logits).all(1)
-        return torch.where(finite, logits.argmax(1), self.num_classes)
+        return torch.where(finite, logits.argmax(1), self._classes)
+
+    @property
+    def _classes(self) -> int:
+        """``num_classes`` once known (given, or fixed by the first output, which every vote follows)."""
+        if self.num_classes is None:
+            raise RuntimeError("num_classes is known only after the model's first output")
+        return self.num_classes
 
     def _noisy_logits(self, x: torch.Tensor, noise: AbstractNoise, size: int, generator) -> torch.Tensor:
         return self._forward(noise.perturb(x.unsqueeze(0).expand(size, *x.shape), generator=generator))
 
     def _count_votes(self, batches: Iterator[torch.Tensor]) -> torch.Tensor:
         """Sum of top-1 votes over batches of noisy inputs (``torch.bincount``, no loop over samples)."""
-        counts = None
+        counts: torch.Tensor | None = None
         with torch.inference_mode():
             for inputs in batches:
                 votes = self._votes(inputs)
-                batch_counts = torch.bincount(votes, minlength=self.num_classes + 1)
+                batch_counts = torch.bincount(votes, minlength=self._classes + 1)
                 counts = batch_counts if counts is None else counts + batch_counts
+        if counts is None:
+            raise ValueError("no noisy inputs were drawn (n_samples must be >= 1)")
         return self._checked_counts(counts.cpu())
 
     def class_counts(
@@ -324,11 +333,11 @@ class MonteCarloEstimator:
     ) -> torch.Tensor:
         """Soft smoothing: the average softmax vector over ``n_samples`` noisy copies (float64, CPU)."""
         x, batch_size = self._prepare(x, n_samples, batch_size)
-        total = None
+        total = torch.zeros((), dtype=torch.float64)
         with torch.inference_mode():
             for size in batch_sizes(n_samples, batch_size):
                 probs = torch.softmax(self._noisy_logits(x, noise, size, generator).double(), dim=1).sum(0)
-                total = probs if total is None else total + probs
+                total = total.to(probs.device) + probs
         return (total / n_samples).cpu()
 
     def mean_softmax_and_gradient(
@@ -360,7 +369,7 @@ class MonteCarloEstimator:
         if not wrt or not all(t.requires_grad for t in wrt):
             raise ValueError("wrt must be a non-empty sequence of tensors that require grad")
         weights = weights.to(device=self.device, dtype=torch.float64)
-        total = None
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
         gradients = [torch.zeros_like(t) for t in wrt]
         for size in batch_sizes(n_samples, batch_size):
             probs = torch.softmax(self._noisy_logits(x, noise, size, generator).double(), dim=1).sum(0)
@@ -368,8 +377,7 @@ class MonteCarloEstimator:
             for total_grad, grad in zip(gradients, batch_grads, strict=True):
                 if grad is not None:
                     total_grad.add_(grad)
-            probs = probs.detach()
-            total = probs if total is None else total + probs
+            total = total + probs.detach()
         return (total / n_samples).cpu(), tuple(g / n_samples for g in gradients)
 
     def run_jobs(
@@ -420,6 +428,7 @@ class MonteCarloEstimator:
             for slot in dict.fromkeys(served):  # each served job once, oldest first
                 if not slot.pieces:
                     began = time.perf_counter()
+                    assert slot.counts is not None  # a served slot has received at least one piece
                     slot.job.receive(self._checked_counts(slot.counts.cpu()))  # one host sync per request
                     more = slot.advance()
                     slot.job.seconds += time.perf_counter() - began
@@ -439,7 +448,7 @@ class MonteCarloEstimator:
                 for slot, size in zip(slots, sizes, strict=True)
             ]
             votes = self._votes(noisy[0] if len(noisy) == 1 else torch.cat(noisy))
-            k = self.num_classes + 1  # the classes and the column of non-finite outputs
+            k = self._classes + 1  # the classes and the column of non-finite outputs
             if len(sizes) == 1:
                 return torch.bincount(votes, minlength=k).unsqueeze(0)
             owners = torch.repeat_interleave(  # output_size given: no device-to-host sync

@@ -33,9 +33,10 @@ import csv
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -277,7 +278,7 @@ def read_results(
     col = {c: header.index(c) for c in columns}
 
     parsed: dict[str, list] = {c: [] for c in columns}
-    parsers = {
+    parsers: dict[str, Callable[[str], Any]] = {
         "idx": int,
         "label": int,
         "predict": int,
@@ -858,7 +859,7 @@ def summarize(
     if sigmas is None:
         per_file: list[float | None] = [None] * len(paths)
     elif len(sigmas) in (1, len(paths)):
-        per_file = [float(s) for s in sigmas] * (len(paths) if len(sigmas) == 1 else 1)
+        per_file = list[float | None]([float(s) for s in sigmas]) * (len(paths) if len(sigmas) == 1 else 1)
     else:
         raise ValueError(f"give one sigma per result file ({len(paths)}) or one for all, got {len(sigmas)}")
     names = _distinct_names(paths)

@@ -319,11 +319,11 @@ def merge_results(
         ``rows`` (written), ``duplicates`` (identical rows dropped), ``missing`` (sorted planned indices without a
         row).
     """
-    paths = [os.fspath(p) for p in paths]
+    files = [os.fspath(p) for p in paths]
     out_path = os.fspath(out_path)
-    if not paths:
+    if not files:
         raise ValueError("give the shard files to merge")
-    if os.path.abspath(out_path) in {os.path.abspath(p) for p in paths}:
+    if os.path.abspath(out_path) in {os.path.abspath(p) for p in files}:
         raise ValueError(f"the merged file {out_path!r} is one of the inputs")
     if os.path.exists(out_path):
         raise ValueError(f"{out_path!r} exists; remove it or choose another output file")
@@ -332,7 +332,7 @@ def merge_results(
     planned: set[int] = set()
     rows: dict[int, list[str]] = {}
     duplicates = 0
-    for path in paths:
+    for path in files:
         found_header, found_rows = _read_rows(path)
         description = read_description(path)
         if description is None:
@@ -343,10 +343,10 @@ def merge_results(
             header, config = found_header, description["config"]
             time_column = header.index("time") if "time" in header else -1
         elif found_header != header:
-            raise ValueError(f"{path}: other columns than {paths[0]} ({' '.join(found_header)})")
-        elif description["config"] != config:
-            differences = _config_differences(description["config"], config)
-            raise ValueError(f"{path}: another run configuration than {paths[0]}: " + "; ".join(differences))
+            raise ValueError(f"{path}: other columns than {files[0]} ({' '.join(found_header)})")
+        elif config is None or description["config"] != config:
+            differences = _config_differences(description["config"], config or {})
+            raise ValueError(f"{path}: another run configuration than {files[0]}: " + "; ".join(differences))
         planned.update(int(i) for i in description.get("about", {}).get("indices", []))
         for row in found_rows:
             if len(row) != len(header):
@@ -362,7 +362,8 @@ def merge_results(
                 duplicates += 1
                 continue
             rows[idx] = row
-    assert header is not None and config is not None
+    if header is None or config is None:  # pragma: no cover - files is not empty
+        raise ValueError("nothing to merge")
     buffer = io.StringIO()
     writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
     writer.writerow(header)
@@ -370,7 +371,7 @@ def merge_results(
         writer.writerow(rows[idx])
     missing = sorted(planned - set(rows))
     _write_atomically(out_path, buffer.getvalue())
-    about = {**environment_about(), "merged_from": paths, "indices": sorted(planned | set(rows))}
+    about = {**environment_about(), "merged_from": files, "indices": sorted(planned | set(rows))}
     _write_atomically(
         description_path(out_path),
         json.dumps({"format": DESCRIPTION_FORMAT, "config": config, "about": about}, indent=1) + "\n",

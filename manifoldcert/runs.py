@@ -110,7 +110,7 @@ def run_config(
             "method": certifier.name,
             "certifier": type(certifier).__name__,
             "params": params,
-            "noise": noise.config() if hasattr(noise, "config") else None,
+            "noise": noise.config() if noise is not None and hasattr(noise, "config") else None,
             "input_range": certifier.input_range,
             "seed": int(seed),
             "evaluation": bool(evaluation),
@@ -213,6 +213,7 @@ def certify_dataset(
         waiting: dict[int, Certificate] = {}
         written = 0
         for idx, cert in stream:
+            assert isinstance(idx, int)  # the keys given above
             waiting[idx] = cert
             while written < len(todo) and todo[written] in waiting:
                 done_idx = todo[written]

@@ -69,6 +69,8 @@ class NormalizedModel(nn.Module):
                 f"normalize std must be positive and mean finite, got mean={mean!r}, std={std!r}"
             )
         self.model = model
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
         self.register_buffer("mean", mean_t)
         self.register_buffer("std", std_t)
 
@@ -506,7 +508,7 @@ def imagenet_val(root: str | os.PathLike[str]) -> DatasetInputs:
     The classes are the wnid folders sorted, which is the standard ImageNet label order.
     """
     inputs = image_folder(root, image_size=256, center_crop=224)
-    classes = inputs.dataset.classes
+    classes = getattr(inputs.dataset, "classes", [])  # an ImageFolder's sorted class folders
     if len(classes) != 1000:
         warnings.warn(
             f"{os.fspath(root)!r} has {len(classes)} class folders, not ImageNet's 1000: labels 0..{len(classes) - 1} "

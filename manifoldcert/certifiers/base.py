@@ -318,6 +318,7 @@ class AbstractCertifier(abc.ABC):
         certificates: list[Certificate | None] = [None] * len(items)
         inputs = ((index, x, streams[index]) for index, x in enumerate(items))
         for index, certificate in self.iter_certify(inputs, total=len(items), progress=progress, **options):
+            assert isinstance(index, int)  # the keys given above
             certificates[index] = certificate
         return CertificateBatch(certificates)
 
@@ -356,6 +357,7 @@ class AbstractCertifier(abc.ABC):
                     opened(), batch_size=options.get("batch_size"), max_active=max_active
                 )
                 for stream in finished:
+                    assert isinstance(stream, CertificationStream)  # the jobs opened above
                     bar.update()
                     yield stream.context["key"], self.close_stream(stream)
             else:
@@ -538,6 +540,10 @@ class SmoothingCertifier(VoteStreamCertifier):
     ) -> tuple[float, ...]:
         """The longest prefix of ``radii`` that sequential certification with ``max_n`` votes can certify (what
         to pass as ``radii=`` when a table's largest radii are out of reach)."""
+        if sequential is None or sequential is False:
+            raise ValueError(
+                "reachable_radii is about sequential certification: give sequential=True or a sequence"
+            )
         sequence = resolve_sequence(sequential, self._probability_alpha(check_alpha(alpha)))
         return reachable_radii(sequence, self._radius_of(dim), radii, max_n)
 
@@ -583,6 +589,7 @@ class SmoothingCertifier(VoteStreamCertifier):
     def close_stream(self, stream: CertificationStream) -> Certificate:
         context = stream.context
         top_class, dim = stream.top_class, context["dim"]
+        assert top_class is not None and stream.counts is not None  # a finished stream selected and counted
         if context["runner_up"]:
             p_lower, p_upper_b = top_two_bounds(stream.counts.numpy(), top_class, stream.alpha)
         else:
