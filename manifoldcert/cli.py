@@ -18,7 +18,12 @@ from manifoldcert.runs import add_run_arguments
 
 
 def _device(name: str | None) -> str:
-    return name or ("cuda" if torch.cuda.is_available() else "cpu")
+    """``--device``, else ``cuda:LOCAL_RANK`` under torchrun with CUDA, ``cuda``, or ``cpu``."""
+    if name:
+        return name
+    if not torch.cuda.is_available():
+        return "cpu"
+    return f"cuda:{os.environ['LOCAL_RANK']}" if "LOCAL_RANK" in os.environ else "cuda"
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
