@@ -117,11 +117,11 @@ class ConfidenceSequence(abc.ABC):
         return self._looks[max_n]
 
     @abc.abstractmethod
-    def lower(self, successes, n, *, max_n: int | None = None) -> np.ndarray:
+    def lower(self, successes, n, *, max_n: int | None = None) -> np.ndarray | float:
         """Lower bounds after ``n`` samples with ``successes`` successes (arrays broadcast), for streams capped
         at ``max_n``; ``n`` must be one of :meth:`looks` ``(max_n)``."""
 
-    def upper(self, successes, n, *, max_n: int | None = None) -> np.ndarray:
+    def upper(self, successes, n, *, max_n: int | None = None) -> np.ndarray | float:
         """Upper bounds: one minus the lower bound of the failure proportion (the same guarantee)."""
         if type(successes) is int and type(n) is int:
             return 1.0 - self.lower(n - successes, n, max_n=max_n)
@@ -196,7 +196,7 @@ class BetaMixture(ConfidenceSequence):
     def _options(self) -> dict:
         return {"a": self.a, "b": self.b, "final_share": self.final_share, **super()._options()}
 
-    def lower(self, successes, n, *, max_n: int | None = None) -> np.ndarray:
+    def lower(self, successes, n, *, max_n: int | None = None) -> np.ndarray | float:
         if type(successes) is int and type(n) is int and 0 <= successes <= n and n >= 1:
             return np.float64(self._scalar_bound(successes, n, max_n))  # one stream: no array overhead
         successes, n = _as_counts(successes, n)

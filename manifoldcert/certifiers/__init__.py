@@ -50,7 +50,7 @@ def get_certifier(name: str, model: nn.Module | None, **options: Any) -> Abstrac
     return _REGISTRY[name](model, **options)
 
 
-for _cls in (
+_BUILTIN_CERTIFIERS: tuple[type[AbstractCertifier], ...] = (
     Cohen,
     LaplaceCertifier,
     UniformCertifier,
@@ -63,7 +63,8 @@ for _cls in (
     RDDRS,
     UniCR,
     *YANG_CERTIFIERS,
-):
+)
+for _cls in _BUILTIN_CERTIFIERS:
     register(_cls)
 
 __all__ = [

@@ -48,7 +48,7 @@ class SortedRatioLaws:
         # A symmetric noise's antithetic sample has the law at x + δ exactly mirrored: no second sort.
         self.y = -self.x.flip(0) if log_ratio_y is None else torch.sort(log_ratio_y.double()).values
 
-    def lowest_set_mass(self, masses: np.ndarray) -> np.ndarray:
+    def lowest_set_mass(self, masses: np.ndarray | float) -> np.ndarray:
         """``P_Y(S)`` for the set S of lowest ratio with ``P_X(S) = mass``; the tie at the threshold is split."""
         n = self.x.numel()
         targets = torch.as_tensor(np.atleast_1d(masses), dtype=torch.float64) * n
@@ -60,7 +60,7 @@ class SortedRatioLaws:
         tied_y = torch.searchsorted(self.y, threshold, side="right") - below_y
         return ((below_y + fraction * tied_y) / self.y.numel()).numpy()
 
-    def highest_set_mass(self, masses: np.ndarray) -> np.ndarray:
+    def highest_set_mass(self, masses: np.ndarray | float) -> np.ndarray:
         """``P_Y(S)`` for the set S of highest ratio with ``P_X(S) = mass`` (ties split)."""
         n = self.x.numel()
         targets = torch.as_tensor(np.atleast_1d(masses), dtype=torch.float64) * n
@@ -166,7 +166,7 @@ class ShiftedLogRatios:
 
     def __call__(
         self, direction: np.ndarray | torch.Tensor, scale: float
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(log ρ(z), log ρ(z + δ))`` for ``δ = scale·direction``: samples of the ratio's law at x and x + δ."""
         direction = torch.as_tensor(np.asarray(direction, dtype=np.float64))
         if direction.shape != (self.dim,):

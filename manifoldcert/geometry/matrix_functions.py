@@ -136,6 +136,8 @@ def _second_divided_differences(
     p3 = e_x**3 + e_y**3 + e_z**3
     p4 = e_x**4 + e_y**4 + e_z**4
     # h_0 = 1, h_1 = 0 (centred), h_2 = p2/2, h_3 = p3/3, h_4 = p2²/8 + p4/4.
+    # Only _SQRT lacks a derivative, and it has exact_second (handled above).
+    assert func.derivative is not None
     homogeneous = (1.0, 0.0, p2 / 2, p3 / 3, p2 * p2 / 8 + p4 / 4)
     near = sum(func.derivative(k, mean) / math.factorial(k) * homogeneous[k - 2] for k in (2, 4, 5, 6))
     gap = torch.maximum(torch.maximum(g_xz, g_xy), g_yz)

@@ -69,7 +69,7 @@ def from_config(config: dict[str, Any]) -> AbstractNoise:
     return get(params.pop("name"), **params)
 
 
-for _cls in (
+_BUILTIN_NOISES: tuple[type[AbstractNoise], ...] = (
     Gaussian,
     GridGaussian,
     DiagonalGaussian,
@@ -87,7 +87,8 @@ for _cls in (
     ZhangMixed,
     *ZOO_CLASSES,
     *YANG_CLASSES,
-):
+)
+for _cls in _BUILTIN_NOISES:
     register(_cls)
 
 __all__ = [

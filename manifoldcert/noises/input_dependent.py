@@ -156,7 +156,9 @@ class MeanScaledGaussian(InputDependentGaussian):
         super().__init__(MeanAbsSigma(sigma, offset))
 
     def config(self) -> dict[str, Any]:
-        return {"name": self.name, "sigma": self.sigma_function.scale, "offset": self.sigma_function.offset}
+        sigma_function = self.sigma_function
+        assert isinstance(sigma_function, MeanAbsSigma)  # set so by __init__
+        return {"name": self.name, "sigma": sigma_function.scale, "offset": sigma_function.offset}
 
 
 class RandomRadiusGaussian(AbstractNoise):

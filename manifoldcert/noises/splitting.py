@@ -189,12 +189,13 @@ class DerandomizedSplittingNoise(_SplittingBase, AbstractFiniteNoise):
             )
         self.lambda_ = self.num_splits / (2.0 * self.levels)
         # v_i = j_i / q with j_i in {0, …, 2λq − 1}; kept as the integers j_i.
-        if explicit:
+        if not isinstance(offsets, str):  # explicit
             self.offset_steps = _check_offset_vector(offsets, self.dim, self.num_splits)
         elif offsets == "numpy-randomstate":
             draw = np.random.RandomState(offset_seed).randint(self.num_splits, size=self.dim)
             self.offset_steps = torch.as_tensor(draw.astype(np.int64))
         else:
+            assert offset_seed is not None  # checked above for a named convention
             generator = torch.Generator().manual_seed(offset_seed)
             self.offset_steps = torch.randint(0, self.num_splits, (self.dim,), generator=generator)
 
