@@ -66,7 +66,9 @@ class Cohen(SmoothingCertifier):
         """The smoothing parameters, with the grid ``levels`` of the sound sampling."""
         params = super().params()
         if self.sampling == "sound":
-            params["levels"] = self.noise.levels
+            noise = self.noise
+            assert isinstance(noise, GridGaussian)  # sampling="sound" builds a GridGaussian
+            params["levels"] = noise.levels
         return params
 
     def _native_radius(self, p_a: float, p_b: float) -> float:

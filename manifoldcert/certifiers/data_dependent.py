@@ -201,7 +201,9 @@ class IsotropicFamily(CovarianceFamily):
     ) -> torch.Tensor:
         if covariance.kind != "isotropic":
             raise ValueError(f"an isotropic stage cannot start from a {covariance.kind} covariance")
-        return covariance.variances[0].sqrt().to(device=device, dtype=dtype)
+        variances = covariance.variances
+        assert variances is not None  # the isotropic kind keeps its variances
+        return variances[0].sqrt().to(device=device, dtype=dtype)
 
 
 @final
@@ -522,19 +524,21 @@ class OptimisedSmoothing(AbstractCertifier):
             )
         covariances = [_covariance_or_none(objective, candidate.point) for candidate in run.candidates]
         valid = [index for index, covariance in enumerate(covariances) if covariance is not None]
-        chosen, scores = valid[-1], []  # the start is always valid; without a choice: the last valid iterate
+        chosen = valid[-1]  # the start is always valid; without a choice: the last valid iterate
+        scores: list[float] = []
         if self.choice_samples > 0 and len(valid) > 1:
             best, scores = choose_iterate(
-                [covariances[index] for index in valid],
+                [covariance for covariance in covariances if covariance is not None],  # those at ``valid``
                 lambda covariance: self._choice_score(
                     x, top_class, covariance, n, alpha, generator, batch_size
                 ),
             )
             chosen = valid[best]
         passes = run.evaluations * stage.samples + len(scores) * self.choice_samples
-        covariance = covariances[chosen]
+        chosen_covariance = covariances[chosen]
+        assert chosen_covariance is not None  # chosen is one of the valid indices
         seconds = time.perf_counter() - began
-        return StageResult(stage.name, covariance, run, chosen, tuple(scores), floor, passes, seconds)
+        return StageResult(stage.name, chosen_covariance, run, chosen, tuple(scores), floor, passes, seconds)
 
     def bound(
         self,

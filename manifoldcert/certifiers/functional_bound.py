@@ -37,10 +37,12 @@ from __future__ import annotations
 import abc
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 
-from manifoldcert.noises import AbstractNoise
+from manifoldcert.noises import AbstractNoise, Laplace
+from manifoldcert.noises.zhang import _ZhangNoise
 
 #: Elements of one chunk of noise draws (rows × d): each float64 work array of the sampling loop is 32 MiB.
 CHUNK_ELEMENTS = 1 << 22
@@ -201,8 +203,9 @@ def noise_shape_parameters(noise: AbstractNoise, dim: int) -> tuple[float, float
     if noise.name == "gaussian":
         return 0.0, noise.sigma
     if noise.name == "laplace":
-        return 0.0, float(noise.scale)
-    return float(noise.k), float(noise.scale_for(dim))
+        return 0.0, float(cast(Laplace, noise).scale)
+    zhang = cast(_ZhangNoise, noise)  # the other SHIFTS names are the Zhang et al. families
+    return float(zhang.k), float(zhang.scale_for(dim))
 
 
 def worst_case_shift(noise: AbstractNoise, dim: int) -> WorstCaseShift:

@@ -349,7 +349,7 @@ class CertificationMemory:
         self,
         x: torch.Tensor,
         prediction: int,
-        shape: torch.Tensor,
+        shape: torch.Tensor | Covariance,
         radius: float,
         *,
         p_lower: float | None = None,
@@ -363,8 +363,8 @@ class CertificationMemory:
             The certified input (any shape; stored flattened, float64, on the CPU).
         prediction : int
             Its certified class.
-        shape : Tensor
-            The covariance ``Σ``: ``(d, d)``, ``(d,)`` variances, or a scalar variance.
+        shape : Covariance or Tensor
+            The covariance ``Σ``: a :class:`Covariance`, ``(d, d)``, ``(d,)`` variances, or a scalar variance.
         radius : float
             The Mahalanobis radius ``r`` certified at ``x``.
         p_lower : float, optional

@@ -72,10 +72,14 @@ def inverse_normal(probability: torch.Tensor) -> torch.Tensor:
 def gaussian_noise(covariance: Covariance, *, dtype: torch.dtype, device: torch.device) -> AbstractNoise:
     """``N(0, Σ)`` for a :class:`~manifoldcert.geometry.covariance.Covariance`, in ``dtype`` on ``device``."""
     if covariance.kind == "isotropic":
-        return Gaussian(float(covariance.variances[0].sqrt()))
+        variances = covariance.variances
+        assert variances is not None  # the isotropic kind keeps its variances
+        return Gaussian(float(variances[0].sqrt()))
     if covariance.kind == "diagonal":
         return DiagonalGaussian(covariance.scales().to(device=device, dtype=dtype))
-    return FullCovarianceGaussian(factor=covariance.factor.to(device=device, dtype=dtype))
+    factor = covariance.factor
+    assert factor is not None  # the full kind keeps its Cholesky factor
+    return FullCovarianceGaussian(factor=factor.to(device=device, dtype=dtype))
 
 
 class SmoothingObjective(DifferentiableObjective):
@@ -137,7 +141,9 @@ class SmoothingObjective(DifferentiableObjective):
         if self._weights is None:
             if self.estimator.num_classes is None:  # one plain forward pass reads the number of classes
                 self.estimator.class_counts(self.x, Gaussian(1.0), 1, generator=self._generator(0))
-            weights = torch.zeros(self.estimator.num_classes, dtype=torch.float64)
+            num_classes = self.estimator.num_classes
+            assert num_classes is not None  # fixed by the first forward pass
+            weights = torch.zeros(num_classes, dtype=torch.float64)
             weights[self.top_class] = 1.0
             self._weights = weights
         return self._weights

@@ -22,6 +22,7 @@ class SSN(SmoothingCertifier):
     name = "ssn"
     native_norm = "l1"
     requires_unit_range = True
+    noise: SplittingNoise
 
     def __init__(
         self,

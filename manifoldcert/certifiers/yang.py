@@ -248,6 +248,7 @@ class PowInfCertifier(_YangCertifier):
     name = "pow-inf"
     native_norm = "l1"
     noise_class = PowInf
+    noise: PowInf
 
     def _radius_at(self, p: float, dim: int) -> float:
         return pow_inf_l1_radius(self.scale_for(dim), p, dim, self.noise.excess)
