@@ -19,8 +19,9 @@ from __future__ import annotations
 import csv
 import os
 import time
+from typing import cast
 
-from manifoldcert.certifiers import get_certifier
+from manifoldcert.certifiers import SmoothingCertifier, get_certifier
 from manifoldcert.data import load_dataset
 from manifoldcert.report import accuracy_table, certified_accuracy, plot_certified_accuracy, read_results
 from manifoldcert.runs import certify_dataset
@@ -59,8 +60,8 @@ def run_demo(
     certifier_for = {}
     for method in DEMO_METHODS:
         start = time.perf_counter()
-        certifier = get_certifier(method, None, sigma=DEMO_SIGMA)
-        noise = certifier.noise
+        # DEMO_METHODS are all fixed-noise smoothing certifiers.
+        noise = cast(SmoothingCertifier, get_certifier(method, None, sigma=DEMO_SIGMA)).noise
         path = os.path.join(out_dir, "models", f"{method}.pt")
         model, info = train_checkpoint(
             "mlp",
