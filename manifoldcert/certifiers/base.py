@@ -129,7 +129,7 @@ class AbstractCertifier(abc.ABC):
 
     name: ClassVar[str]
     #: The norm the method's radius is stated in (the TSV's ``radius`` column); :data:`NORMS` lists all.
-    native_norm: ClassVar[str]
+    native_norm: str
     #: Method-specific ``Certificate.params`` keys written as extra TSV columns.
     extra_columns: ClassVar[tuple[str, ...]] = ()
     #: True for methods whose noise is defined on the [0, 1] pixel grid (SSN, DSSN): ``input_range`` is then fixed.
@@ -416,7 +416,7 @@ class SmoothingCertifier(VoteStreamCertifier):
       Hoeffding's inequality, which holds for any [0, 1]-valued base function.
     """
 
-    extra_columns = ("noise", "smoothing")
+    extra_columns: ClassVar[tuple[str, ...]] = ("noise", "smoothing")
 
     def __init__(
         self, model: nn.Module | None, noise: AbstractNoise, *, soft: bool = False, **options: Any
