@@ -90,6 +90,26 @@ def _format(value: Any) -> str:
     return str(value)
 
 
+def select_examples(
+    count: int,
+    indices: Sequence[int] | None,
+    skip: int,
+    max_count: int | None,
+    num_shards: int,
+    shard_index: int,
+) -> list[int]:
+    """The examples a run certifies: ``indices`` (default all ``count``), every ``skip``-th, at most ``max_count``,
+    then shard ``shard_index`` of ``num_shards`` (every ``num_shards``-th, round robin)."""
+    check_positive_int(skip, "skip")
+    num_shards = check_positive_int(num_shards, "num_shards")
+    if isinstance(shard_index, bool) or not isinstance(shard_index, int) or not 0 <= shard_index < num_shards:
+        raise ValueError(f"shard_index must be an integer in [0, {num_shards}), got {shard_index!r}")
+    if max_count is not None:
+        check_positive_int(max_count, "max_count")
+    chosen = list(range(count)) if indices is None else [int(i) for i in indices]
+    return chosen[::skip][:max_count][shard_index::num_shards]
+
+
 def run_config(
     certifier: AbstractCertifier,
     *,
@@ -171,16 +191,9 @@ def certify_dataset(
         ``certifier.certify``.
     """
     out_path = check_output_path(out_path)
-    check_positive_int(skip, "skip")
-    num_shards = check_positive_int(num_shards, "num_shards")
-    if isinstance(shard_index, bool) or not isinstance(shard_index, int) or not 0 <= shard_index < num_shards:
-        raise ValueError(f"shard_index must be an integer in [0, {num_shards}), got {shard_index!r}")
-    if max_count is not None:
-        check_positive_int(max_count, "max_count")
+    chosen = select_examples(len(labels), indices, skip, max_count, num_shards, shard_index)
     estimator = certifier.require_estimator()
     header = columns_for(certifier)
-    chosen = list(range(len(labels))) if indices is None else [int(i) for i in indices]
-    chosen = chosen[::skip][:max_count][shard_index::num_shards]
     config = run_config(
         certifier,
         seed=seed,
@@ -251,13 +264,8 @@ def predict_dataset(
     """Cohen et al.'s PREDICT on every selected example, to a TSV of :data:`PREDICT_COLUMNS` (their predict.py's
     format), resumable, locked and described like :func:`certify_dataset`'s files; same seeds, skip, shards."""
     out_path = check_output_path(out_path)
-    check_positive_int(skip, "skip")
-    check_positive_int(num_shards, "num_shards")
-    if not 0 <= shard_index < num_shards:
-        raise ValueError(f"shard_index must be an integer in [0, {num_shards}), got {shard_index!r}")
+    chosen = select_examples(len(labels), indices, skip, max_count, num_shards, shard_index)
     estimator = certifier.require_estimator()
-    chosen = list(range(len(labels))) if indices is None else [int(i) for i in indices]
-    chosen = chosen[::skip][:max_count][shard_index::num_shards]
     options = {"n": n, "alpha": alpha}
     config = {
         **run_config(
