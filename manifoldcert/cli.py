@@ -602,6 +602,12 @@ def _add_model_and_data_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--image-size", type=int, default=None, help="resize + centre-crop --image-folder images")
     p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="DataLoader workers reading --image-folder / --imagenet-val images",
+    )
+    p.add_argument(
         "--imagenet-val", default=None, help="ImageNet's validation layout (wnid folders), 256 → 224 crop"
     )
     p.add_argument("--method", default="cohen")

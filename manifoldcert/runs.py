@@ -20,7 +20,7 @@ import argparse
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -110,6 +110,36 @@ def select_examples(
     return chosen[::skip][:max_count][shard_index::num_shards]
 
 
+def as_examples(inputs: Any, labels: Sequence[int] | torch.Tensor | None) -> tuple[Any, Any]:
+    """``(inputs, labels)`` for the runners: a ``torch.utils.data.Dataset`` of ``(x, y)`` pairs (a torchvision data
+    set, say) is wrapped in :class:`~manifoldcert.sources.DatasetInputs`, whose labels serve when ``labels`` is
+    None."""
+    if isinstance(inputs, torch.utils.data.Dataset) and not hasattr(inputs, "iter_examples"):
+        from manifoldcert.sources import DatasetInputs
+
+        inputs = DatasetInputs(inputs)
+    if labels is None:
+        if not hasattr(inputs, "labels"):
+            raise ValueError("give the labels (or a Dataset of (x, y) pairs, which carries them)")
+        labels = inputs.labels
+    return inputs, labels
+
+
+def read_examples(
+    inputs: Any, indices: Sequence[int], *, num_workers: int = 0
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(idx, x)`` for each of ``indices``, in order: through the DataLoader of a
+    :class:`~manifoldcert.sources.DatasetInputs` (``num_workers`` workers), else by indexing ``inputs``."""
+    if hasattr(inputs, "iter_examples"):
+        for idx, x, _ in inputs.iter_examples(indices, num_workers=num_workers):
+            yield idx, x
+    else:
+        if num_workers:
+            raise ValueError("num_workers applies to inputs read through a DataLoader (DatasetInputs)")
+        for idx in indices:
+            yield idx, inputs[idx]
+
+
 def run_config(
     certifier: AbstractCertifier,
     *,
@@ -144,8 +174,8 @@ def run_config(
 
 def certify_dataset(
     certifier: AbstractCertifier,
-    inputs: torch.Tensor | Sequence[torch.Tensor],
-    labels: Sequence[int] | torch.Tensor,
+    inputs: torch.Tensor | Sequence[torch.Tensor] | torch.utils.data.Dataset,
+    labels: Sequence[int] | torch.Tensor | None,
     out_path: str | os.PathLike[str],
     *,
     indices: Sequence[int] | None = None,
@@ -159,6 +189,7 @@ def certify_dataset(
     dataset: str | None = None,
     split: str | None = None,
     checkpoint: str | None = None,
+    num_workers: int = 0,
     **certify_options: Any,
 ) -> str:
     """Certify examples to ``out_path``, appending to it and skipping indices it already holds.
@@ -166,9 +197,10 @@ def certify_dataset(
     Parameters
     ----------
     certifier : AbstractCertifier
-    inputs : Tensor, shape (N, *input_shape), or a sequence of inputs
-        Indexed by example index; only the selected ones are read.
-    labels : sequence of int, length N
+    inputs : Tensor, shape (N, *input_shape), a sequence of inputs, or a Dataset of ``(x, y)`` pairs
+        Indexed by example index; only the selected ones are read (a Dataset lazily, see ``num_workers``).
+    labels : sequence of int, length N, or None
+        None for a Dataset: its own labels.
     out_path : path
         TSV output; its folder must exist. A run description ``<out_path>.json`` is written beside it, and the
         file is locked while the run appends to it (:class:`~manifoldcert.result_files.ResultFile`).
@@ -186,11 +218,15 @@ def certify_dataset(
         shard; :func:`~manifoldcert.result_files.merge_results` joins them).
     dataset, split, checkpoint : str, optional
         Recorded in the run description (the checkpoint by its SHA-256), and checked when resuming.
+    num_workers : int
+        DataLoader workers reading the examples when ``inputs`` is a
+        :class:`~manifoldcert.sources.DatasetInputs` (read lazily, in order; never the whole split at once).
     **certify_options
         ``n0``, ``n``, ``alpha``, ``batch_size``, ``sequential``, ``radii``, ``max_n`` ... passed to
         ``certifier.certify``.
     """
     out_path = check_output_path(out_path)
+    inputs, labels = as_examples(inputs, labels)
     chosen = select_examples(len(labels), indices, skip, max_count, num_shards, shard_index)
     estimator = certifier.require_estimator()
     header = columns_for(certifier)
@@ -213,13 +249,8 @@ def certify_dataset(
     with ResultFile(out_path, header, config, about) as results:
         todo = [i for i in chosen if i not in results.finished]
         examples = (
-            (
-                idx,
-                inputs[idx],
-                estimator.generator(example_seed(seed, idx)),
-                _label_option(evaluation, labels, idx),
-            )
-            for idx in todo
+            (idx, x, estimator.generator(example_seed(seed, idx)), _label_option(evaluation, labels, idx))
+            for idx, x in read_examples(inputs, todo, num_workers=num_workers)
         )
         stream = certifier.iter_certify(examples, total=len(todo), progress=progress, **certify_options)
         # Rows are written in the order of the examples: finished ones wait for those before them.
@@ -243,8 +274,8 @@ PREDICT_COLUMNS = ("idx", "label", "predict", "correct", "time")
 
 def predict_dataset(
     certifier: AbstractCertifier,
-    inputs: torch.Tensor | Sequence[torch.Tensor],
-    labels: Sequence[int] | torch.Tensor,
+    inputs: torch.Tensor | Sequence[torch.Tensor] | torch.utils.data.Dataset,
+    labels: Sequence[int] | torch.Tensor | None,
     out_path: str | os.PathLike[str],
     *,
     n: int = DEFAULT_N,
@@ -260,10 +291,12 @@ def predict_dataset(
     dataset: str | None = None,
     split: str | None = None,
     checkpoint: str | None = None,
+    num_workers: int = 0,
 ) -> str:
     """Cohen et al.'s PREDICT on every selected example, to a TSV of :data:`PREDICT_COLUMNS` (their predict.py's
     format), resumable, locked and described like :func:`certify_dataset`'s files; same seeds, skip, shards."""
     out_path = check_output_path(out_path)
+    inputs, labels = as_examples(inputs, labels)
     chosen = select_examples(len(labels), indices, skip, max_count, num_shards, shard_index)
     estimator = certifier.require_estimator()
     options = {"n": n, "alpha": alpha}
@@ -282,12 +315,13 @@ def predict_dataset(
     about = {**environment_about(), "shard": {"index": shard_index, "count": num_shards}, "indices": chosen}
     with ResultFile(out_path, PREDICT_COLUMNS, config, about) as results:
         todo = [i for i in chosen if i not in results.finished]
-        for idx in tqdm(todo, desc=f"predict ({certifier.name})", disable=not progress):
+        examples = read_examples(inputs, todo, num_workers=num_workers)
+        for idx, x in tqdm(
+            examples, total=len(todo), desc=f"predict ({certifier.name})", disable=not progress
+        ):
             start = time.perf_counter()
             generator = estimator.generator(example_seed(seed, idx))
-            prediction = certifier.predict(
-                inputs[idx], n=n, alpha=alpha, batch_size=batch_size, generator=generator
-            )
+            prediction = certifier.predict(x, n=n, alpha=alpha, batch_size=batch_size, generator=generator)
             label = int(labels[idx])
             predict = -1 if prediction is None else prediction
             results.write_row(
@@ -326,6 +360,7 @@ def predict_with_args(
         dataset=getattr(args, "dataset_name", None) or getattr(args, "dataset", None),
         split=getattr(args, "split", None),
         checkpoint=getattr(args, "checkpoint_file", None) or getattr(args, "checkpoint", None),
+        num_workers=getattr(args, "workers", 0),
     )
 
 
@@ -452,6 +487,7 @@ def certify_with_args(
         dataset=getattr(args, "dataset_name", None) or getattr(args, "dataset", None),
         split=getattr(args, "split", None),
         checkpoint=getattr(args, "checkpoint_file", None) or getattr(args, "checkpoint", None),
+        num_workers=getattr(args, "workers", 0),
         skip=args.skip,
         max_count=args.max,
         seed=args.seed,

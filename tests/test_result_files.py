@@ -257,3 +257,30 @@ def test_predict_writes_cohen_predict_rows(tmp_path, capsys):
     assert read_description(out)["config"]["task"] == "predict"
     assert main([*base, "--sequential", "mixture", "--radii", "0.1"]) == 2
     assert "fixed --n" in capsys.readouterr().err
+
+
+class _PairDataset(torch.utils.data.Dataset):
+    """A torchvision-style data set: items are (x, y) pairs, no ``targets`` attribute."""
+
+    def __init__(self) -> None:
+        self.inputs, self.labels = _inputs()
+
+    def __len__(self) -> int:
+        return N_EXAMPLES
+
+    def __getitem__(self, idx: int):
+        return self.inputs[idx], self.labels[idx]
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_dataset_of_pairs_is_certified_lazily_like_the_tensors(tmp_path, workers):
+    """certify_dataset takes a Dataset of (x, y) pairs as it is (read through a DataLoader, labels its own): the
+    rows are those of the same examples given as tensors."""
+    reference = _rows(_run(tmp_path / "tensors.tsv"))
+    path = tmp_path / "dataset.tsv"
+    certify_dataset(
+        _certifier(), _PairDataset(), None, str(path), n0=20, n=300, progress=False, num_workers=workers
+    )
+    assert _without_time(_rows(path)) == _without_time(reference)
+    with pytest.raises(ValueError, match="DataLoader"):
+        _run(tmp_path / "x.tsv", num_workers=2)
