@@ -333,11 +333,11 @@ class MonteCarloEstimator:
     ) -> torch.Tensor:
         """Soft smoothing: the average softmax vector over ``n_samples`` noisy copies (float64, CPU)."""
         x, batch_size = self._prepare(x, n_samples, batch_size)
-        total = torch.zeros((), dtype=torch.float64)
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
         with torch.inference_mode():
             for size in batch_sizes(n_samples, batch_size):
                 probs = torch.softmax(self._noisy_logits(x, noise, size, generator).double(), dim=1).sum(0)
-                total = total.to(probs.device) + probs
+                total = total + probs
         return (total / n_samples).cpu()
 
     def mean_softmax_and_gradient(

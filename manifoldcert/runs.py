@@ -341,27 +341,32 @@ def predict_with_args(
     ``--max``, shards); returns the path written."""
     if args.sequential is not None or args.evaluation:
         raise ValueError("predict takes a fixed --n; --sequential and --evaluation apply to certify")
+    out_path, options = _run_file_options(args, out_path)
+    return predict_dataset(
+        certifier, inputs, labels, out_path, n=args.n, alpha=args.alpha, batch_size=args.batch_size, **options
+    )
+
+
+def _run_file_options(
+    args: argparse.Namespace, out_path: str | os.PathLike[str]
+) -> tuple[str, dict[str, Any]]:
+    """The output file (the shard's, with several shards) and the options :func:`certify_dataset` and
+    :func:`predict_dataset` share, from the arguments of :func:`add_run_arguments` and the command's own."""
     num_shards, shard_index = resolve_shard(args.num_shards, args.shard_index)
     if num_shards > 1:
         out_path = shard_path(out_path, shard_index, num_shards)
-    return predict_dataset(
-        certifier,
-        inputs,
-        labels,
-        out_path,
-        n=args.n,
-        alpha=args.alpha,
-        batch_size=args.batch_size,
-        skip=args.skip,
-        max_count=args.max,
-        seed=args.seed,
-        num_shards=num_shards,
-        shard_index=shard_index,
-        dataset=getattr(args, "dataset_name", None) or getattr(args, "dataset", None),
-        split=getattr(args, "split", None),
-        checkpoint=getattr(args, "checkpoint_file", None) or getattr(args, "checkpoint", None),
-        num_workers=getattr(args, "workers", 0),
-    )
+    options = {
+        "skip": args.skip,
+        "max_count": args.max,
+        "seed": args.seed,
+        "num_shards": num_shards,
+        "shard_index": shard_index,
+        "dataset": getattr(args, "dataset_name", None) or getattr(args, "dataset", None),
+        "split": getattr(args, "split", None),
+        "checkpoint": getattr(args, "checkpoint_file", None) or getattr(args, "checkpoint", None),
+        "num_workers": getattr(args, "workers", 0),
+    }
+    return os.fspath(out_path), options
 
 
 def _label_option(evaluation: bool, labels, idx: int) -> dict[str, int]:
@@ -474,26 +479,16 @@ def certify_with_args(
     With several shards the file is :func:`~manifoldcert.result_files.shard_path` of ``out_path``; ``dataset``,
     ``split`` and ``checkpoint`` are read from ``args`` where it has them. Returns the path written.
     """
-    num_shards, shard_index = resolve_shard(args.num_shards, args.shard_index)
-    if num_shards > 1:
-        out_path = shard_path(out_path, shard_index, num_shards)
+    out_path, options = _run_file_options(args, out_path)
     return certify_dataset(
         certifier,
         inputs,
         labels,
         out_path,
-        num_shards=num_shards,
-        shard_index=shard_index,
-        dataset=getattr(args, "dataset_name", None) or getattr(args, "dataset", None),
-        split=getattr(args, "split", None),
-        checkpoint=getattr(args, "checkpoint_file", None) or getattr(args, "checkpoint", None),
-        num_workers=getattr(args, "workers", 0),
-        skip=args.skip,
-        max_count=args.max,
-        seed=args.seed,
         evaluation=args.evaluation,
         n0=args.n0,
         n=args.n,
         alpha=args.alpha,
+        **options,
         **sequential_options(args),
     )
