@@ -129,15 +129,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     torch.manual_seed(0)
     model = build_model("resnet20", train.input_shape, 10).to(device)
-    images, labels = train.images, train.labels
     if args.train_limit is not None:
-        images, labels = images[: args.train_limit], labels[: args.train_limit]
+        train = train.subset(slice(0, args.train_limit))
     start = time.perf_counter()
     noise = noises.Gaussian(args.sigma)
     train_model(
         model,
-        images,
-        labels,
+        train,
         noise,
         epochs=args.epochs,
         batch_size=256,
@@ -148,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     synchronize(device)
     report["train_seconds"] = time.perf_counter() - start
-    report["test_accuracy_noisy"] = accuracy(model, test.images[:2000], test.labels[:2000], noise=noise)
+    report["test_accuracy_noisy"] = accuracy(model, test.subset(slice(0, 2000)), noise=noise)
     print(
         f"ResNet-20, {args.epochs} epochs σ={args.sigma}: {report['train_seconds']:.1f} s, "
         f"noisy test accuracy {report['test_accuracy_noisy']:.3f}",

@@ -92,25 +92,29 @@ def test_noise_augmented_training_learns_digits_and_is_reproducible():
     weights = []
     for _ in range(2):
         model = build_model("mlp", train.input_shape, 10, seed=0)
-        result = train_model(
-            model, train.images, train.labels, noise, levels=train.levels, epochs=8, seed=0, progress=False
-        )
+        result = train_model(model, train, noise, epochs=8, seed=0, progress=False)
         weights.append([p.detach().clone() for p in model.parameters()])
     assert result.losses[-1] < result.losses[0]
-    assert accuracy(model, test.images, test.labels, levels=test.levels) > 0.85
-    assert accuracy(model, test.images, test.labels, levels=test.levels, noise=noise) > 0.8
+    assert accuracy(model, test) > 0.85
+    assert accuracy(model, test, noise=noise) > 0.8
+    # The same data as a plain Dataset of (x, y) (through a DataLoader) and as a user's DataLoader.
+    assert accuracy(model, torch.utils.data.TensorDataset(test.inputs(), test.labels)) == accuracy(model, test)
+    loader = torch.utils.data.DataLoader(test, batch_size=64)
+    assert accuracy(model, loader) == accuracy(model, test)
     assert all(torch.equal(p, q) for p, q in zip(*weights, strict=True))
 
 
 def test_training_refuses_bad_arguments():
     model = build_model("mlp", (1, 8, 8), 10)
-    images, labels = torch.zeros(4, 1, 8, 8, dtype=torch.uint8), torch.zeros(4, dtype=torch.long)
+    data = torch.utils.data.TensorDataset(torch.zeros(4, 1, 8, 8), torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="epochs"):
-        train_model(model, images, labels, None, epochs=0)
+        train_model(model, data, None, epochs=0)
     with pytest.raises(ValueError, match="valid optimizers"):
-        train_model(model, images, labels, None, optimizer="lbfgs")
-    with pytest.raises(ValueError, match="as many labels"):
-        train_model(model, images, labels[:3], None)
+        train_model(model, data, None, optimizer="lbfgs")
+    with pytest.raises(ValueError, match="empty"):
+        train_model(model, torch.utils.data.TensorDataset(torch.zeros(0, 1, 8, 8), torch.zeros(0)), None)
+    with pytest.raises(ValueError, match="mixed_precision needs a CUDA model"):
+        train_model(model, data, None, mixed_precision=True)
 
 
 def test_train_checkpoint_records_and_reuses(tmp_path):

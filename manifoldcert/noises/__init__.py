@@ -22,6 +22,7 @@ from manifoldcert.noises.input_dependent import RandomRadiusGaussian as RandomRa
 from manifoldcert.noises.laplace import Laplace as Laplace
 from manifoldcert.noises.splitting import DerandomizedSplittingNoise as DerandomizedSplittingNoise
 from manifoldcert.noises.splitting import SplittingNoise as SplittingNoise
+from manifoldcert.noises.transform import NoiseTransform as NoiseTransform
 from manifoldcert.noises.uniform import Uniform as Uniform
 from manifoldcert.noises.yang import YANG_CLASSES
 from manifoldcert.noises.yang import Exp2 as Exp2
@@ -110,6 +111,7 @@ __all__ = [
     "Laplace",
     "Logistic",
     "MeanScaledGaussian",
+    "NoiseTransform",
     "NormScaledLaplace",
     "Pareto",
     "PowInf",
