@@ -2,9 +2,9 @@
 
 Every data set is returned as an :class:`ImageDataset`: the pixels are kept as ``uint8`` (a CIFAR-10
 training set is 150 MB, not 600 MB) and become float32 inputs in ``[0, 1]`` only when read, as
-``images / levels``. Noise is added in that ``[0, 1]`` pixel space (DESIGN.md); any normalisation belongs
-inside the model. Nothing is downloaded: each source is either shipped inside an installed package or
-read from a folder the user names.
+``images / levels``. Noise is added in that ``[0, 1]`` pixel space (docs/conventions.md, "Units"); any
+normalisation belongs inside the model. Nothing is downloaded: each source is either shipped inside an
+installed package or read from a folder the user names.
 
 ====================  ================================================  ===========  ======  ===============
 name                  source                                            shape        levels  train / test
@@ -32,9 +32,9 @@ mnist, fashion-mnist
 cifar10
     The original 50,000 / 10,000 split. From a torchvision root the original order is kept; from an
     ImageFolder tree, classes are sorted by name (which gives CIFAR-10's usual label order, airplane=0 ...
-    truck=9) and files within a class by file name. The JPEG copy in ``../shared/data/cifar10-jpeg.tar.gz``
-    differs from the original images (l2 distance about 1.3-2.2 per image), so train and certify on the
-    same copy.
+    truck=9) and files within a class by file name. A JPEG copy packed as an ImageFolder tree
+    (``train/<class>/*.jpg``, ``test/<class>/*.jpg``) differs from the original images (l2 distance about
+    1.3-2.2 per image), so train and certify on the same copy.
 
 Where the heavy sources come from
 ---------------------------------
@@ -92,9 +92,8 @@ _CIFAR10_HINT = (
     "pass root= (or set the environment variable MANIFOLDCERT_CIFAR10 to) a folder holding either\n"
     "  - torchvision's CIFAR-10 files: <root>/cifar-10-batches-py/, or\n"
     "  - an ImageFolder tree of 32x32 images: <root>/train/<class>/*.jpg and <root>/test/<class>/*.jpg.\n"
-    "The project's JPEG copy is such a tree; unpack it first (paths relative to the checkout):\n"
-    "  mkdir -p ~/data/cifar10 && tar xzf ../shared/data/cifar10-jpeg.tar.gz -C ~/data/cifar10\n"
-    "then call load_dataset('cifar10', root='~/data/cifar10') or export MANIFOLDCERT_CIFAR10=~/data/cifar10."
+    "A JPEG copy packed as an ImageFolder tree (train/<class>/*.jpg, test/<class>/*.jpg) works once unpacked;\n"
+    "then call load_dataset('cifar10', root=<folder>) or export MANIFOLDCERT_CIFAR10=<folder>."
 )
 
 

@@ -161,6 +161,8 @@ class ResultFile:
         The run description (see the module notes). An existing file must have been written with an equal
         ``config``; ``about["indices"]`` (the indices this run plans) is merged into the stored list.
 
+    Notes
+    -----
     Use as a context manager: on entry the file is locked and its rows read (:attr:`finished`); on exit the lock
     is released, and a file this run created without writing a row is removed with its description.
     """

@@ -1,4 +1,5 @@
-"""What every certifier shares: the contract of DESIGN.md and Cohen et al.'s two-stage protocol.
+"""What every certifier shares: the contract of docs/design.md ("Certifiers", "Adding a certifier") and Cohen
+et al.'s two-stage protocol.
 
 :class:`AbstractCertifier` holds the model, the shared :class:`~manifoldcert.estimator.MonteCarloEstimator`
 and a seeded generator, and implements ``predict`` and ``certify_batch``; each method implements

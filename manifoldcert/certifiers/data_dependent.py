@@ -51,7 +51,7 @@ Alfarra, Bibi, Torr and Ghanem (2022), Data dependent randomized smoothing, UAI.
 Eiras, Alfarra, Kumar, Torr, Dokania, Ghanem and Bibi (2022), ANCER: anisotropic certification via sample-wise
 volume maximization, TMLR.
 Labarbarie, Hajri and Arnaudon (2022), Riemannian data-dependent randomized smoothing for neural networks
-certification, ICML workshop (../shared/papers/004), Eq. 3–6.
+certification, ICML 2022 workshop, Eq. 3–6.
 """
 
 from __future__ import annotations
@@ -942,9 +942,6 @@ class RDDRS(OptimisedSmoothing):
         Weight of ``λ_min^{1/2}·r`` (default 1e-6, the paper's).
     start : {"ancer", "ddrs", "sigma"}
         Starting covariance: ANCER's ``diag(θ²)`` (chain DDRS → ANCER → RDDRS), DDRS's ``σ*²I``, or ``σ₀²I``.
-    initial_covariance : Tensor, shape (d, d), optional
-        Start here instead (checked SPD); SELECT then uses ``N(0, initial_covariance)`` and
-        ``σ* = λ_min(initial_covariance)^{1/2}``.
     step_rule : {"backtracking", "normalised", "fixed"}
         The step of the default optimiser.
     optimizer : GradientOptimizer, optional
@@ -956,8 +953,12 @@ class RDDRS(OptimisedSmoothing):
     iterations, opt_samples, learning_rate, n_candidates
         The RDDRS stage's budget, step and kept iterates.
     **options
-        As for :class:`OptimisedSmoothing`.
+        As for :class:`OptimisedSmoothing`; among them ``initial_covariance`` (a ``(d, d)`` tensor, checked
+        SPD) starts here instead: SELECT then uses ``N(0, initial_covariance)`` and
+        ``σ* = λ_min(initial_covariance)^{1/2}``.
 
+    Notes
+    -----
     Before anything is allocated, the ``d × d`` matrices are checked to fit in the available memory
     (:func:`~manifoldcert.resources.check_full_covariance_fits`).
     """

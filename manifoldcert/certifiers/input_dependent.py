@@ -132,6 +132,8 @@ class InputDependentCertifier(VoteStreamCertifier):
     **options
         ``batch_size``, ``num_classes``, ``input_shape``, ``seed`` as for every certifier.
 
+    Notes
+    -----
     Each certificate also records, in ``params["naive_radius"]``, the radius the fixed-σ formula
     ``σ(x)Φ⁻¹(p_A)`` would claim — *not* a certificate, kept to show the difference.
     """

@@ -56,6 +56,8 @@ class DimensionScaledNoise(AbstractNoise):
     dim : int, optional
         Number of input coordinates ``d``, if it is to be pinned now.
 
+    Notes
+    -----
     A family implements :meth:`_rms_per_scale`, :meth:`_standard_sample` and :meth:`_standard_log_prob`; one with
     shape parameters sets them before calling this constructor and lists them in :meth:`_shape_params`, one whose
     density needs more of ``d`` than ``d ≥ 1`` extends :meth:`_validate_dim`.

@@ -1,6 +1,7 @@
 """Noises whose scale depends on the input, and the σ(x) functions behind them.
 
-The three samplers of the IDRC report (``../shared/papers/002``, Figures 1–3):
+The three samplers of the IDRC report (*Improved Diffusion Denoised Smoothing* — input-dependent robustness
+certification, a course report; Figures 1–3):
 
 - ``mean-scaled-gaussian`` (Fig. 1): ``z ~ N(0, σ(x)² I)`` with ``σ(x) = sigma · (mean|x| + offset)``
   (the report uses ``offset = 0``);

@@ -1,0 +1,98 @@
+"""MkDocs hooks of the documentation site (``hooks:`` in mkdocs.yml; no plugin dependency).
+
+- **Globbed nav entries.** A nav entry whose file is a glob (``Guides: guides/*.md``) becomes the list of the
+  pages it matches, those named in ``extra.nav_order`` first (in that order), the others by file name; an
+  ``index.md`` among them comes first. A glob that matches nothing drops its entry. So a guide added to
+  ``docs/guides/`` appears in the nav without editing mkdocs.yml.
+- **Links to source files.** A page may link to a module of the package by its path
+  (``[GridGaussian](../../manifoldcert/noises/grid_gaussian.py)``); the site has no source files, so such a link
+  becomes a cross-reference to the module's API reference (resolved by mkdocs-autorefs, which fails the strict
+  build if the module is not documented). Links to other files of the repository outside ``docs/`` become
+  inline code of their repository path. Links that resolve to nothing are left alone, so the strict build
+  reports them.
+- **Sphinx roles.** The docstrings are written for reading in an editor and use Sphinx roles
+  (``:class:`Manifold```, ``:func:`~manifoldcert.bounds.clopper_pearson```); in the rendered HTML the role
+  prefix is dropped and ``~`` shortens a dotted path to its last part.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import posixpath
+import re
+from pathlib import Path
+from typing import Any
+
+_GLOB_CHARS = re.compile(r"[*?\[]")
+# [text](target) where target is a relative path (no scheme, no leading '#' or '/').
+_LINK = re.compile(
+    r"(?<!!)\[(?P<text>[^\]\n]+)\]\((?P<target>(?![a-z][a-z0-9+.-]*:|#|/)[^)\s#]+)(?P<anchor>#[^)\s]*)?\)"
+)
+_ROLE_HTML = re.compile(
+    r":(?:py:)?(?:class|func|meth|mod|attr|data|exc|obj|const):<code>(?P<tilde>~?)(?P<path>[^<]*)</code>"
+)
+
+
+def _expand(entry: Any, files: list[str], order: list[str]) -> Any:
+    """The nav ``entry`` with every globbed file replaced by the pages it matches (``None`` if it matches none)."""
+    if isinstance(entry, list):
+        items = [_expand(item, files, order) for item in entry]
+        return [item for item in items if item is not None]
+    if isinstance(entry, dict):
+        ((title, value),) = entry.items()
+        value = _expand(value, files, order)
+        if value is None or value == []:
+            return None
+        return {title: value}
+    if isinstance(entry, str) and _GLOB_CHARS.search(entry):
+        matches = [f for f in files if fnmatch.fnmatch(f, entry)]
+
+        def key(path: str) -> tuple[int, int, str]:
+            stem = posixpath.splitext(posixpath.basename(path))[0]
+            rank = order.index(stem) if stem in order else len(order)
+            return (stem != "index", rank, path)
+
+        return sorted(matches, key=key) or None
+    return entry
+
+
+def on_config(config: Any) -> Any:
+    """Expand globbed nav entries against the Markdown files of ``docs_dir``."""
+    docs_dir = Path(config["docs_dir"])
+    files = sorted(p.relative_to(docs_dir).as_posix() for p in docs_dir.rglob("*.md"))
+    order = list(config["extra"].get("nav_order", []))
+    if config["nav"] is not None:
+        config["nav"] = _expand(config["nav"], files, order)
+    return config
+
+
+def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
+    """Turn links to repository files outside ``docs/`` into API cross-references or inline code."""
+    docs_dir = Path(config["docs_dir"]).resolve()
+    repo = Path(config["config_file_path"]).resolve().parent
+    page_dir = (docs_dir / page.file.src_uri).parent
+
+    def replace(match: re.Match[str]) -> str:
+        target = (page_dir / match["target"]).resolve()
+        if target.is_relative_to(docs_dir) or not target.is_relative_to(repo) or not target.exists():
+            return match[0]
+        relative = target.relative_to(repo)
+        if relative.parts[0] == "manifoldcert" and relative.suffix == ".py":
+            module = ".".join(relative.with_suffix("").parts)
+            module = module.removesuffix(".__init__")
+            return f"[{match['text']}][{module}]"
+        return f"{match['text']} (`{relative.as_posix()}`)"
+
+    return _LINK.sub(replace, markdown)
+
+
+def on_page_content(html: str, page: Any, config: Any, files: Any) -> str:
+    """Drop Sphinx role prefixes (``:class:``) from the rendered docstrings."""
+
+    def replace(match: re.Match[str]) -> str:
+        path = match["path"]
+        if match["tilde"]:
+            path = path.rsplit(".", 1)[-1]
+        return f"<code>{path}</code>"
+
+    return _ROLE_HTML.sub(replace, html)
