@@ -44,6 +44,7 @@ __all__ = [
     "available_recipes",
     "consistency_loss",
     "get_recipe",
+    "recipe_class",
     "macer_loss",
     "recipe_from_config",
     "smoothed_cross_entropy",
@@ -412,11 +413,17 @@ def available_recipes() -> list[str]:
     return sorted(_RECIPES)
 
 
+def recipe_class(name: str) -> type[AbstractRecipe]:
+    """The class registered as ``name`` (its constructor's parameters are the hyper-parameters)."""
+    check_name(name, _RECIPES, "recipe")
+    return _RECIPES[name]
+
+
 def get_recipe(name: str, **params: Any) -> AbstractRecipe:
     """Build a recipe by name, e.g. ``get_recipe("macer", lbd=16.0)``; unknown keywords are an error."""
-    check_name(name, _RECIPES, "recipe")
+    cls = recipe_class(name)
     try:
-        return _RECIPES[name](**params)
+        return cls(**params)
     except TypeError as error:
         raise ValueError(f"recipe {name!r}: {error}") from None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -312,3 +313,47 @@ def test_checkpoint_records_the_recipe_and_reuse_checks_it(tmp_path):
     train_checkpoint("mlp", train, noises.Gaussian(0.25), path, recipe=recipe, epochs=1, reuse=True)
     with pytest.raises(ValueError, match="remove it or choose another path"):
         train_checkpoint("mlp", train, noises.Gaussian(0.25), path, recipe=Consistency(lbd=6.0), reuse=True)
+
+
+def test_cli_trains_with_a_recipe_and_certifies_the_result(tmp_path, capsys):
+    from manifoldcert.cli import main
+
+    path = tmp_path / "macer.pt"
+    train = ["train", "--dataset", "digits", "--sigma", "0.25", "--epochs", "2", "--recipe", "macer"]
+    assert main([*train, "--copies", "4", "--lbd", "8", "--deferred-epochs", "1", "--out", str(path)]) == 0
+    assert "MACER(m=4, lbd=8.0, gamma=8.0, beta=16.0, deferred_epochs=1)" in capsys.readouterr().out
+    _, info = load_checkpoint(path)
+    assert info.training["recipe"] == {
+        "name": "macer",
+        "m": 4,
+        "lbd": 8.0,
+        "gamma": 8.0,
+        "beta": 16.0,
+        "deferred_epochs": 1,
+    }
+    out = tmp_path / "macer.tsv"
+    assert main(["certify", "--checkpoint", str(path), "--n", "200", "--max", "2", "--out", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 3
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--recipe", "gaussian", "--lbd", "3"], "--lbd does not apply to --recipe gaussian"),
+        (
+            ["--recipe", "consistency", "--epsilon", "1"],
+            r"--epsilon does not apply .*it takes --copies, --eta, --lbd",
+        ),
+        (["--recipe", "smoothadv", "--epsilon", "-1"], "epsilon"),
+        (["--recipe", "macer", "--noise", "laplace"], "needs the noise 'gaussian'"),
+        (["--recipe", "consistency", "--noise", "none"], "needs a smoothing noise"),
+        (["--amp"], "mixed_precision needs a CUDA model"),
+    ],
+)
+def test_cli_refuses_recipe_flags_that_do_not_apply(tmp_path, capsys, extra, match):
+    from manifoldcert.cli import main
+
+    path = tmp_path / "m.pt"
+    assert main(["train", "--dataset", "digits", "--epochs", "1", *extra, "--out", str(path)]) == 2
+    assert re.search(match, capsys.readouterr().err)
+    assert not path.exists()
