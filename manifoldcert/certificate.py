@@ -44,6 +44,7 @@ class Ellipsoid:
 
     @property
     def dim(self) -> int:
+        """``d``, the dimension of the input space (the size of ``Σ``)."""
         return int(self.shape_matrix.shape[0])
 
     @property
@@ -109,6 +110,7 @@ class Certificate:
 
     @property
     def abstained(self) -> bool:
+        """Whether the smoothed classifier abstained (``prediction is None``): no class, no radius."""
         return self.prediction is None
 
     def radius_in(self, norm: str) -> float:
@@ -164,12 +166,14 @@ class CertificateBatch(list):
 
     @property
     def predictions(self) -> np.ndarray:
+        """Each input's class, ``int64``; -1 where the smoothed classifier abstains or the certificate is missing."""
         return np.array(
             [-1 if c is None or c.prediction is None else int(c.prediction) for c in self], dtype=np.int64
         )
 
     @property
     def radii(self) -> dict[str, np.ndarray]:
+        """For every norm any certificate reports, the radius per input (``float64``, NaN where it reports none)."""
         norms = sorted({norm for c in self if c is not None for norm in c.radius}, key=_norm_order)
         return {
             norm: np.array(
@@ -180,6 +184,7 @@ class CertificateBatch(list):
 
     @property
     def p_lower(self) -> np.ndarray:
+        """The lower confidence bound on ``p_A`` per input (``float64``), NaN where there is none (exact methods)."""
         return np.array(
             [np.nan if c is None or c.p_lower is None else float(c.p_lower) for c in self], dtype=np.float64
         )

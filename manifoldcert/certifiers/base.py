@@ -428,6 +428,7 @@ class SmoothingCertifier(VoteStreamCertifier):
 
     @property
     def sigma(self) -> float:
+        """The smoothing noise's ``σ = sqrt(E‖z‖²/d)``, the RMS per coordinate in pixel units (docs/conventions.md)."""
         return self.noise.sigma
 
     def params(self) -> dict[str, Any]:

@@ -299,10 +299,12 @@ class ChainResult:
 
     @property
     def final(self) -> StageResult:
+        """The last stage's result."""
         return self.stages[-1]
 
     @property
     def covariance(self) -> Covariance:
+        """The last stage's chosen covariance: the one CERTIFY smooths with."""
         return self.final.covariance
 
 

@@ -113,6 +113,7 @@ class DSSN(AbstractCertifier):
 
     @property
     def levels(self) -> int:
+        """``q``: inputs lie on the grid ``{0, 1/q, …, 1}`` (255 for 8-bit images)."""
         return self._noise.levels
 
     def noise_for(self, x: torch.Tensor) -> DerandomizedSplittingNoise:
@@ -134,6 +135,9 @@ class DSSN(AbstractCertifier):
         return self._noises[dim]
 
     def params(self) -> dict[str, Any]:
+        """What the TSV's method columns record: the noise, σ, the λ used, ``q``, the offset seed and convention,
+        and the radius rule.
+        """
         return {
             "noise": self._noise.name,
             "sigma": self._noise.sigma,

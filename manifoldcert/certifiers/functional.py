@@ -99,6 +99,9 @@ class Functional(SmoothingCertifier):
 
     @property
     def sigma(self) -> float:
+        """The noise's RMS per coordinate; for a ``‖z‖^-k`` family whose σ depends on ``d`` (Zhang et al. 2020,
+        Eq. 10–13), at the input dimension when it is known (``input_shape``, or the last input certified).
+        """
         dim = math.prod(self.input_shape) if self.input_shape is not None else self._last_dim
         if dim is not None and hasattr(self.noise, "sigma_for"):
             return float(self.noise.sigma_for(dim))

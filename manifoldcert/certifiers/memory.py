@@ -279,6 +279,7 @@ class CertificationMemory:
 
     @property
     def dim(self) -> int | None:
+        """The input dimension of the stored entries, ``None`` while the memory is empty."""
         return None if not self._entries else self._entries[0].center.numel()
 
     def clear(self) -> None:

@@ -117,6 +117,7 @@ class RadiusTable:
 
     @property
     def key(self) -> str:
+        """A stable hash of :attr:`config` (:func:`config_key`); the table is saved as ``unicr-<key>.json``."""
         return config_key(self.config)
 
     def save(self, directory: str | os.PathLike[str]) -> str:
@@ -250,6 +251,7 @@ class UniCR(SmoothingCertifier):
 
     @property
     def sigma(self) -> float:
+        """The noise's RMS per coordinate; NaN for a noise without a finite variance (Cauchy)."""
         try:
             return self.noise.sigma
         except ValueError:  # a noise without a finite σ (Cauchy): the TSV records NaN

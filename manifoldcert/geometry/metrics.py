@@ -319,6 +319,7 @@ class GeomstatsMetric(SPDMetric):
 
     @property
     def name(self) -> str:  # type: ignore[override]
+        """``geomstats:<Class>``, the name under which :func:`resolve_metric` builds this metric again."""
         return f"{GEOMSTATS_PREFIX}{type(self.geomstats_metric).__name__}"
 
     def __repr__(self) -> str:

@@ -139,6 +139,7 @@ class SPDMatrices(OpenSetManifold):
 
     @property
     def point_shape(self) -> tuple[int, ...]:  # type: ignore[override]
+        """``(n, n)``: a point is an ``n × n`` symmetric positive definite matrix."""
         return (self.n, self.n)
 
     def __repr__(self) -> str:

@@ -35,6 +35,7 @@ class Sphere(Manifold):
 
     @property
     def point_shape(self) -> tuple[int, ...]:  # type: ignore[override]
+        """``(dim,)``: a point is a unit vector of ``R^dim``."""
         return (self.dim,)
 
     def __repr__(self) -> str:

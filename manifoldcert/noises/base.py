@@ -139,6 +139,7 @@ def sigma_or_scale(
 
 
 def as_float(value: Scale) -> float:
+    """A scale as a Python float (a tensor is detached first), for ``config()`` and error messages."""
     return float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
 
 

@@ -31,6 +31,7 @@ def work_dtype(device: torch.device) -> torch.dtype:
 
 
 def resolve_device(device: torch.device | str | None) -> torch.device:
+    """The ``torch.device`` that ``device`` names (``None``: torch's default device), with its index resolved."""
     return torch.empty(0, device=device).device
 
 

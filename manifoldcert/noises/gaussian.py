@@ -137,10 +137,12 @@ class FullCovarianceGaussian(AbstractNoise):
 
     @property
     def dim(self) -> int:
+        """``d``, the dimension of the noise."""
         return int(self.factor.shape[0])
 
     @property
     def covariance(self) -> torch.Tensor:
+        """``Σ = A Aᵀ`` from the factor ``A`` (:attr:`factor`), shape ``(d, d)``."""
         return self.factor @ self.factor.mT
 
     @property

@@ -237,6 +237,7 @@ class GeneralNormal(_ScaleFamily):
 
     @property
     def alpha(self) -> Scale:
+        """The scale ``α`` of ``∝ e^{−|x/α|^β}`` (Hong et al. 2022, Table 2)."""
         return self._scale
 
     def _standard_sample(self, count, generator, device, dtype) -> torch.Tensor:
@@ -282,6 +283,7 @@ class Pareto(_ScaleFamily):
 
     @property
     def alpha(self) -> Scale:
+        """The scale ``α`` (Yang et al. 2020's ``λ``): ``|x| + α`` is Pareto of scale ``α`` and index ``β``."""
         return self._scale
 
     def _infinite_variance(self) -> str:
@@ -327,6 +329,7 @@ class Cauchy(_ScaleFamily):
 
     @property
     def scale(self) -> Scale:
+        """The scale ``γ``: the half-width at half-maximum."""
         return self._scale
 
     def _infinite_variance(self) -> str:
@@ -367,6 +370,7 @@ class HyperbolicSecant(_ScaleFamily):
 
     @property
     def scale(self) -> Scale:
+        """The scale ``s`` (equal to σ)."""
         return self._scale
 
     def _standard_sample(self, count, generator, device, dtype) -> torch.Tensor:
@@ -397,6 +401,7 @@ class Logistic(_ScaleFamily):
 
     @property
     def scale(self) -> Scale:
+        """The scale ``s`` (``σ = πs/√3``)."""
         return self._scale
 
     def _standard_sample(self, count, generator, device, dtype) -> torch.Tensor:
