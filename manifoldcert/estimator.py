@@ -284,6 +284,11 @@ class MonteCarloEstimator:
             raise ValueError("no noisy inputs were drawn (n_samples must be >= 1)")
         return self._checked_counts(counts.cpu())
 
+    def base_prediction(self, x: torch.Tensor) -> int:
+        """The base classifier's top-1 class on the clean input ``x`` (one forward pass, no noise)."""
+        x, _ = self._prepare(x, 1, None)
+        return int(self._count_votes(iter([x.unsqueeze(0)])).argmax())
+
     def class_counts(
         self,
         x: torch.Tensor,

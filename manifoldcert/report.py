@@ -16,6 +16,8 @@ Two more kinds of file are read:
 
 Definitions (Cohen et al., 2019; Hong et al., ECCV 2022):
 
+* base accuracy: fraction of rows where the base classifier is correct on the clean input (the file's
+  ``base_predict`` column; blank for files without it, such as Cohen et al.'s);
 * smoothed accuracy: fraction of rows where the smoothed classifier is correct (abstentions count as wrong);
   it equals the certified accuracy at radius 0;
 * certified accuracy at radius ``R``: fraction of *all* rows that are correct with certified radius ``>= R``;
@@ -81,6 +83,9 @@ class ResultTable:
     guaranteed : ndarray of bool or None
         Per row, whether the radius is a certificate at level 1 − α (the file's ``guaranteed`` column);
         ``None`` when the file has no such column (written before it existed).
+    base_predict : ndarray of int or None
+        Per row, the base classifier's class on the clean input (the file's ``base_predict`` column); ``None``
+        when the file has none.
     source : str
         The file the table was read from (``""`` when built in memory).
     """
@@ -98,13 +103,15 @@ class ResultTable:
     time: np.ndarray
     native_norm: str
     guaranteed: np.ndarray | None = None
+    base_predict: np.ndarray | None = None
     source: str = ""
 
     def __post_init__(self) -> None:
         names = ("idx", "label", "predict", "correct", *_RADIUS_FIELDS, "time")
         arrays = {k: getattr(self, k) for k in names}
-        if self.guaranteed is not None:
-            arrays["guaranteed"] = self.guaranteed
+        for optional in ("guaranteed", "base_predict"):
+            if getattr(self, optional) is not None:
+                arrays[optional] = getattr(self, optional)
         lengths = {k: np.shape(v) for k, v in arrays.items()}
         if len({s for s in lengths.values()}) != 1 or len(next(iter(lengths.values()))) != 1:
             raise ValueError(f"ResultTable arrays must be 1-D and of equal length, got shapes {lengths}")
@@ -273,8 +280,7 @@ def read_results(
     missing = [c for c in columns if c not in header]
     if missing:
         raise ValueError(f"{path}: missing column(s) {', '.join(missing)} (header has: {', '.join(header)})")
-    if "guaranteed" in header:
-        columns = (*columns, "guaranteed")
+    columns = (*columns, *(c for c in ("guaranteed", "base_predict") if c in header))
     col = {c: header.index(c) for c in columns}
 
     parsed: dict[str, list] = {c: [] for c in columns}
@@ -282,6 +288,7 @@ def read_results(
         "idx": int,
         "label": int,
         "predict": int,
+        "base_predict": int,
         "correct": _parse_bool,
         "guaranteed": _parse_bool,
         "time": _parse_time,
@@ -357,6 +364,7 @@ def read_results(
         time=np.asarray(parsed["time"], dtype=float),
         native_norm=native,
         guaranteed=np.asarray(parsed["guaranteed"], dtype=bool) if "guaranteed" in parsed else None,
+        base_predict=np.asarray(parsed["base_predict"], dtype=np.int64) if "base_predict" in parsed else None,
         source=path,
         **radii,
     )
@@ -429,6 +437,16 @@ def high_probability_accuracy(
     log_term = math.log(1.0 / rho)
     slack = alpha + math.sqrt(alpha * (1 - alpha) * log_term / m) + log_term / (3 * m)
     return certified_accuracy(table, radii, norm) - slack
+
+
+def base_accuracy(table: ResultTable) -> float:
+    """Accuracy of the base classifier on the clean inputs of the table's rows (``base_predict == label``).
+
+    NaN for an empty table or a file without the ``base_predict`` column.
+    """
+    if table.base_predict is None or not len(table):
+        return math.nan
+    return float((table.base_predict == table.label).mean())
 
 
 def smoothed_accuracy(table: ResultTable) -> float:
@@ -643,7 +661,8 @@ def accuracy_table(
     """A Markdown table of accuracies, one row per run.
 
     Columns: name (marked "(approx.)" where the file says ``guaranteed = 0``), method, σ, norm (e.g.
-    "l1→l2 (implied)" when converted from the native norm), N (rows), smoothed accuracy, certified accuracy at
+    "l1→l2 (implied)" when converted from the native norm), N (rows), base accuracy (blank when the files do not
+    record it), smoothed accuracy, certified accuracy at
     each of ``radii``, ACR, mean time per example (s).
 
     Parameters
@@ -669,6 +688,7 @@ def accuracy_table(
         "σ",
         "norm",
         "N",
+        "base accuracy",
         "smoothed accuracy",
         *[f"certified accuracy at r = {r:g}" for r in radii],
         f"ACR ({norm})",
@@ -685,6 +705,7 @@ def accuracy_table(
             _fmt(t.sigma, "g"),
             norm_label(t, norm),
             str(len(t)),
+            "" if t.base_predict is None else _fmt(base_accuracy(t)),
             _fmt(smoothed_accuracy(t)),
             *[_fmt(a) for a in certified_accuracy(t, radii, norm)],
             _fmt(average_certified_radius(t, norm)),
@@ -699,6 +720,7 @@ def accuracy_table(
             _md_cell(runs[0].method),
             "",
             norms.pop() if len(norms) == 1 else "",
+            "",
             "",
             _fmt(float(envelope_certified_accuracy(runs, 0.0, norm))),
             *[_fmt(a) for a in envelope_certified_accuracy(runs, radii, norm)],

@@ -45,6 +45,7 @@ COMMON_COLUMNS = (
     "n0",
     "n",
     "guaranteed",
+    "base_predict",
 )
 
 
@@ -58,8 +59,11 @@ def example_seed(seed: int, idx: int) -> int:
     return (int(seed) * 1_000_003 + int(idx)) % (2**63 - 1)
 
 
-def certificate_row(certifier: AbstractCertifier, idx: int, label: int, cert: Certificate) -> list[str]:
-    """One TSV row for ``cert`` of example ``idx`` with true ``label``."""
+def certificate_row(
+    certifier: AbstractCertifier, idx: int, label: int, cert: Certificate, base_predict: int
+) -> list[str]:
+    """One TSV row for ``cert`` of example ``idx`` with true ``label``; ``base_predict`` is the base classifier's
+    class on the clean input (the report's base accuracy)."""
     predict = -1 if cert.prediction is None else cert.prediction
     radii = {norm: cert.radius.get(norm, math.nan) for norm in NORMS}
     values: list[Any] = [
@@ -77,6 +81,7 @@ def certificate_row(certifier: AbstractCertifier, idx: int, label: int, cert: Ce
         cert.n0,
         cert.n,
         int(cert.guaranteed),
+        base_predict,
         *(_format(cert.params.get(key)) for key in certifier.extra_columns),
     ]
     return [str(v) for v in values]
@@ -248,11 +253,19 @@ def certify_dataset(
     }
     with ResultFile(out_path, header, config, about) as results:
         todo = [i for i in chosen if i not in results.finished]
-        examples = (
-            (idx, x, estimator.generator(example_seed(seed, idx)), _label_option(evaluation, labels, idx))
-            for idx, x in read_examples(inputs, todo, num_workers=num_workers)
-        )
-        stream = certifier.iter_certify(examples, total=len(todo), progress=progress, **certify_options)
+        base_predict: dict[int, int] = {}  # the base classifier on each clean input, one forward pass each
+
+        def examples() -> Iterator[tuple[int, torch.Tensor, torch.Generator, dict[str, int]]]:
+            for idx, x in read_examples(inputs, todo, num_workers=num_workers):
+                base_predict[idx] = estimator.base_prediction(x)
+                yield (
+                    idx,
+                    x,
+                    estimator.generator(example_seed(seed, idx)),
+                    _label_option(evaluation, labels, idx),
+                )
+
+        stream = certifier.iter_certify(examples(), total=len(todo), progress=progress, **certify_options)
         # Rows are written in the order of the examples: finished ones wait for those before them.
         waiting: dict[int, Certificate] = {}
         written = 0
@@ -261,8 +274,10 @@ def certify_dataset(
             waiting[idx] = cert
             while written < len(todo) and todo[written] in waiting:
                 done_idx = todo[written]
+                label = int(labels[done_idx])
+                cert = waiting.pop(done_idx)
                 results.write_row(
-                    certificate_row(certifier, done_idx, int(labels[done_idx]), waiting.pop(done_idx))
+                    certificate_row(certifier, done_idx, label, cert, base_predict.pop(done_idx))
                 )
                 written += 1
     return out_path

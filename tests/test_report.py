@@ -195,6 +195,7 @@ def test_accuracy_table_markdown(table_a: ResultTable, table_b: ResultTable) -> 
         "σ",
         "norm",
         "N",
+        "base accuracy",
         "smoothed accuracy",
         "certified accuracy at r = 0.25",
         "certified accuracy at r = 0.5",
@@ -202,7 +203,7 @@ def test_accuracy_table_markdown(table_a: ResultTable, table_b: ResultTable) -> 
         "ACR (l2)",
         "time/ex (s)",
     ]
-    row_a = ["run_a", "cohen", "0.25", "l2", "5", "0.600", "0.600", "0.400", "0.200", "0.350", "0.3"]
+    row_a = ["run_a", "cohen", "0.25", "l2", "5", "", "0.600", "0.600", "0.400", "0.200", "0.350", "0.3"]
     assert cells(lines[2]) == row_a
     assert cells(lines[3]) == [
         "run_b",
@@ -210,6 +211,7 @@ def test_accuracy_table_markdown(table_a: ResultTable, table_b: ResultTable) -> 
         "0.5",
         "l2",
         "4",
+        "",
         "0.500",
         "0.250",
         "0.250",
@@ -217,7 +219,7 @@ def test_accuracy_table_markdown(table_a: ResultTable, table_b: ResultTable) -> 
         "0.525",
         "1",
     ]
-    envelope = ["envelope of cohen over σ ∈ {0.25, 0.5}", "cohen", "", "l2", "", "0.600", "0.600", "0.400"]
+    envelope = ["envelope of cohen over σ ∈ {0.25, 0.5}", "cohen", "", "l2", "", "", "0.600", "0.600", "0.400"]
     assert cells(lines[4]) == [*envelope, "0.250", "0.625", ""]
     single = accuracy_table([table_a], [0.25], "l2")
     assert "envelope" not in single and len(single.strip().splitlines()) == 3
@@ -241,7 +243,7 @@ def test_summarize(tmp_path: Path) -> None:
     paths = [write_tsv(tmp_path / "a.tsv", ROWS_A), write_tsv(tmp_path / "b.tsv", ROWS_B)]
     out = tmp_path / "summary.png"
     text = summarize(paths, norm="l2", radii=[0.5], out_png=out)
-    assert "| a | cohen | 0.25 | l2 | 5 | 0.600 | 0.400 | 0.350 |" in text
+    assert "| a | cohen | 0.25 | l2 | 5 |  | 0.600 | 0.400 | 0.350 |" in text
     assert "Robustness score (l2" in text and "- envelope of cohen over σ ∈ {0.25, 0.5}: 0.6250" in text
     assert out.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(FileNotFoundError):
@@ -371,7 +373,7 @@ def test_cohen_file_table_and_cli(cohen_path: Path, tmp_path: Path, capsys: pyte
     from manifoldcert.cli import main
 
     text = summarize([cohen_path], norm="l2", radii=[0.25, 0.5, 1.0], sigmas=[0.25])
-    assert "| noise_0.25 | cohen | 0.25 | l2 | 8 | 0.625 | 0.500 | 0.375 | 0.250 | 0.505 |" in text
+    assert "| noise_0.25 | cohen | 0.25 | l2 | 8 |  | 0.625 | 0.500 | 0.375 | 0.250 | 0.505 |" in text
     plot = tmp_path / "cohen.png"
     argv = [
         "report",
@@ -387,7 +389,7 @@ def test_cohen_file_table_and_cli(cohen_path: Path, tmp_path: Path, capsys: pyte
     ]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "| noise_0.25 | cohen | 0.25 | l2→l1 (implied) | 8 | 0.625 | 0.375 |" in out
+    assert "| noise_0.25 | cohen | 0.25 | l2→l1 (implied) | 8 |  | 0.625 | 0.375 |" in out
     assert "(implied): l1 radii that follow from the method's native norm" in out
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="one sigma per result file"):
@@ -530,3 +532,25 @@ def test_default_names_keep_cohens_sigma_suffix(tmp_path: Path) -> None:
     # such names are still default names, so legends use method and σ; an explicit name is kept
     first = read_results(paths[0], "noise_0.25/test/sigma_0.25", sigma=0.25)
     assert legend_labels([first, read_results(paths[1], "other", sigma=0.5)]) == ["cohen σ=0.25", "other"]
+
+
+def test_base_accuracy_comes_from_the_base_predict_column(tmp_path: Path) -> None:
+    """manifoldcert's files record the base classifier's clean prediction; the table names three accuracies."""
+    from manifoldcert.report import base_accuracy
+
+    header = "idx label predict radius correct time radius_l1 radius_l2 radius_linf p_lower norm method sigma"
+    rows = [
+        "0 3 3 0.5 1 0.1 0.5 0.5 0.06 0.9 l2 cohen 0.25 1 3",
+        "1 2 -1 0 0 0.1 0 0 0 0.4 l2 cohen 0.25 1 2",
+        "2 1 1 0.2 1 0.1 0.2 0.2 0.02 0.7 l2 cohen 0.25 1 7",
+        "3 0 5 0.1 0 0.1 0.1 0.1 0.01 0.6 l2 cohen 0.25 1 5",
+    ]
+    path = tmp_path / "run.tsv"
+    path.write_text("\t".join((header + " guaranteed base_predict").split()) + "\n")
+    with path.open("a") as handle:
+        handle.writelines("\t".join(row.split()) + "\n" for row in rows)
+    table = read_results(path)
+    assert list(table.base_predict) == [3, 2, 7, 5]
+    assert base_accuracy(table) == 0.5  # rows 0 and 1: the base classifier is right where the smoothed one abstains
+    line = cells(accuracy_table([table], [0.25], "l2").splitlines()[2])
+    assert line[5:7] == ["0.500", "0.500"]  # base accuracy, smoothed accuracy
