@@ -4,6 +4,7 @@ every public module, and no page points outside the project."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import pkgutil
 import re
@@ -102,3 +103,24 @@ def test_no_link_points_outside_the_project() -> None:
                 f"{source.relative_to(ROOT)}: refers to DESIGN.md (the design notes are docs/design.md)"
             )
     assert not problems, "\n".join(problems)
+
+
+def test_nav_globs_list_the_pages_the_nav_does_not_name() -> None:
+    """mkdocs.yml's ``guides/*.md``-style entries (docs/api/hooks.py): named pages stay, the rest follow."""
+    spec = importlib.util.spec_from_file_location("docs_hooks", DOCS / "api" / "hooks.py")
+    assert spec is not None and spec.loader is not None
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    files = ["index.md", "guides/b.md", "guides/a.md", "guides/index.md", "results/x.md", "results/y.md"]
+    nav = [
+        {"Home": "index.md"},
+        {"Guides": "guides/*.md"},
+        {"Results": [{"X": "results/x.md"}, "results/*.md"]},
+        {"Empty": "nothing/*.md"},
+    ]
+    expanded = hooks._expand(nav, files, ["b"], hooks._explicit(nav))
+    assert expanded == [
+        {"Home": "index.md"},
+        {"Guides": ["guides/index.md", "guides/b.md", "guides/a.md"]},
+        {"Results": [{"X": "results/x.md"}, "results/y.md"]},
+    ]

@@ -1,9 +1,10 @@
 """MkDocs hooks of the documentation site (``hooks:`` in mkdocs.yml; no plugin dependency).
 
-- **Globbed nav entries.** A nav entry whose file is a glob (``Guides: guides/*.md``) becomes the list of the
-  pages it matches, those named in ``extra.nav_order`` first (in that order), the others by file name; an
-  ``index.md`` among them comes first. A glob that matches nothing drops its entry. So a guide added to
-  ``docs/guides/`` appears in the nav without editing mkdocs.yml.
+- **Globbed nav entries.** A nav entry whose file is a glob (``Guides: guides/*.md``, or ``results/*.md`` among a
+  section's pages) becomes the pages it matches that the nav does not name elsewhere: those named in
+  ``extra.nav_order`` first (in that order), the others by file name, an ``index.md`` before all; each is titled
+  by its first heading. A glob that matches nothing drops its entry. So a page added to ``docs/guides/`` (or to
+  ``docs/methods/``, ``docs/results/``) appears in the nav without editing mkdocs.yml.
 - **Links to source files.** A page may link to a module of the package by its path
   (``[GridGaussian](../../manifoldcert/noises/grid_gaussian.py)``); the site has no source files, so such a link
   becomes a cross-reference to the module's API reference (resolved by mkdocs-autorefs, which fails the strict
@@ -33,21 +34,37 @@ _ROLE_HTML = re.compile(
 )
 
 
-def _expand(entry: Any, files: list[str], order: list[str]) -> Any:
-    """The nav ``entry`` with every globbed file replaced by the pages it matches (``None`` if it matches none)."""
+def _explicit(entry: Any) -> set[str]:
+    """The files a nav entry names without a glob."""
     if isinstance(entry, list):
-        items = [_expand(item, files, order) for item in entry]
-        return [item for item in items if item is not None]
+        return set().union(*(_explicit(item) for item in entry)) if entry else set()
+    if isinstance(entry, dict):
+        return set().union(*(_explicit(value) for value in entry.values()))
+    if isinstance(entry, str) and not _GLOB_CHARS.search(entry):
+        return {entry}
+    return set()
+
+
+def _expand(entry: Any, files: list[str], order: list[str], listed: set[str]) -> Any:
+    """The nav ``entry`` with every glob replaced by the pages it matches that the nav does not name elsewhere
+    (``None`` where that leaves nothing)."""
+    if isinstance(entry, list):
+        items = []
+        for item in entry:
+            expanded = _expand(item, files, order, listed)
+            if expanded is None:
+                continue
+            # a bare glob among a section's pages contributes its pages to the section itself
+            items += expanded if isinstance(item, str) and isinstance(expanded, list) else [expanded]
+        return items or None
     if isinstance(entry, dict):
         ((title, value),) = entry.items()
-        value = _expand(value, files, order)
-        if value is None or value == []:
-            return None
-        return {title: value}
+        value = _expand(value, files, order, listed)
+        return None if value is None else {title: value}
     if isinstance(entry, str) and _GLOB_CHARS.search(entry):
-        matches = [f for f in files if fnmatch.fnmatch(f, entry)]
+        matches = [f for f in files if fnmatch.fnmatch(f, entry) and f not in listed]
 
-        def key(path: str) -> tuple[int, int, str]:
+        def key(path: str) -> tuple[bool, int, str]:
             stem = posixpath.splitext(posixpath.basename(path))[0]
             rank = order.index(stem) if stem in order else len(order)
             return (stem != "index", rank, path)
@@ -62,7 +79,7 @@ def on_config(config: Any) -> Any:
     files = sorted(p.relative_to(docs_dir).as_posix() for p in docs_dir.rglob("*.md"))
     order = list(config["extra"].get("nav_order", []))
     if config["nav"] is not None:
-        config["nav"] = _expand(config["nav"], files, order)
+        config["nav"] = _expand(config["nav"], files, order, _explicit(config["nav"])) or []
     return config
 
 
