@@ -131,12 +131,13 @@ def as_examples(inputs: Any, labels: Sequence[int] | torch.Tensor | None) -> tup
 
 
 def read_examples(
-    inputs: Any, indices: Sequence[int], *, num_workers: int = 0
+    inputs: Any, indices: Sequence[int], *, num_workers: int = 0, pin_memory: bool = False
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """``(idx, x)`` for each of ``indices``, in order: through the DataLoader of a
-    :class:`~manifoldcert.sources.DatasetInputs` (``num_workers`` workers), else by indexing ``inputs``."""
+    :class:`~manifoldcert.sources.DatasetInputs` (``num_workers`` workers, pinned memory when ``pin_memory``,
+    which the runners set for a CUDA model), else by indexing ``inputs``."""
     if hasattr(inputs, "iter_examples"):
-        for idx, x, _ in inputs.iter_examples(indices, num_workers=num_workers):
+        for idx, x, _ in inputs.iter_examples(indices, num_workers=num_workers, pin_memory=pin_memory):
             yield idx, x
     else:
         if num_workers:
@@ -254,9 +255,10 @@ def certify_dataset(
     with ResultFile(out_path, header, config, about) as results:
         todo = [i for i in chosen if i not in results.finished]
         base_predict: dict[int, int] = {}  # the base classifier on each clean input, one forward pass each
+        pinned = estimator.device.type == "cuda"  # page-locked host copies for a CUDA model
 
         def examples() -> Iterator[tuple[int, torch.Tensor, torch.Generator, dict[str, int]]]:
-            for idx, x in read_examples(inputs, todo, num_workers=num_workers):
+            for idx, x in read_examples(inputs, todo, num_workers=num_workers, pin_memory=pinned):
                 base_predict[idx] = estimator.base_prediction(x)
                 yield (
                     idx,
@@ -330,7 +332,9 @@ def predict_dataset(
     about = {**environment_about(), "shard": {"index": shard_index, "count": num_shards}, "indices": chosen}
     with ResultFile(out_path, PREDICT_COLUMNS, config, about) as results:
         todo = [i for i in chosen if i not in results.finished]
-        examples = read_examples(inputs, todo, num_workers=num_workers)
+        examples = read_examples(
+            inputs, todo, num_workers=num_workers, pin_memory=estimator.device.type == "cuda"
+        )
         for idx, x in tqdm(
             examples, total=len(todo), desc=f"predict ({certifier.name})", disable=not progress
         ):
