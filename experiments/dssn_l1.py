@@ -4,7 +4,7 @@ For each σ (λ = σ√3) three ``cnn`` models are trained: with uniform additiv
 noise (SSN) and with derandomised splitting noise (DSSN, offset seed stored in the checkpoint). Each is certified
 with its own method on the same evenly spaced test images: ``uniform`` and ``ssn`` by Monte Carlo (n0 = 100,
 ``--n`` samples, α = 0.001), ``dssn`` exactly (2λq forward passes). Writes ``<out>/<method>_sigma_<σ>.tsv``, prints
-the best certified accuracy over σ at l1 radii per method (with the σ and clean accuracy that attain it) and the
+the best certified accuracy over σ at l1 radii per method (with the σ and smoothed accuracy that attain it) and the
 time per image, and plots ``<out>/certified_accuracy_l1.png``.
 
     python experiments/dssn_l1.py --dataset mnist --sigmas 0.5 1.0 2.0 --out results/dssn_l1

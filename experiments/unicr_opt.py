@@ -320,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
         print(f"| vs. {norm} | " + " | ".join(cells) + " |")
     print(
-        "| clean acc. per σ | "
+        "| smoothed accuracy per σ | "
         + " | ".join("/".join(f"{a:.2f}" for a in accuracies[b]) for b in args.betas)
         + " |"
     )
