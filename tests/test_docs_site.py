@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 import manifoldcert
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,3 +126,21 @@ def test_nav_globs_list_the_pages_the_nav_does_not_name() -> None:
         {"Guides": ["guides/index.md", "guides/b.md", "guides/a.md"]},
         {"Results": [{"X": "results/x.md"}, "results/y.md"]},
     ]
+
+
+def test_docstring_tables_and_literal_blocks_become_markdown() -> None:
+    """docs/api/griffe_roles.py: reStructuredText simple tables and ``::`` blocks of docstrings, as Markdown."""
+    pytest.importorskip("griffe")
+    spec = importlib.util.spec_from_file_location("docs_griffe_roles", DOCS / "api" / "griffe_roles.py")
+    assert spec is not None and spec.loader is not None
+    roles = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(roles)
+    table = "Text:\n\n====  =====\na     b\n====  =====\n``x``  one\n      two\ny     three\n====  =====\n\nAfter."
+    assert roles._simple_tables(table) == (
+        "Text:\n\n| a | b |\n| --- | --- |\n| ``x`` | one two |\n| y | three |\n\n\nAfter."
+    )
+    literal = "Quick start::\n\n    import manifoldcert\n    x = 1\n\nThen."
+    assert (
+        roles._literal_blocks(literal)
+        == "Quick start:\n\n```python\nimport manifoldcert\nx = 1\n```\n\nThen."
+    )

@@ -1,4 +1,5 @@
-"""A griffe extension (``extensions:`` of the python handler in mkdocs.yml): Sphinx roles in docstrings become links.
+"""A griffe extension (``extensions:`` of the python handler in mkdocs.yml): the docstrings' reStructuredText bits
+(Sphinx roles, simple tables, ``::`` literal blocks) rendered as Markdown.
 
 The docstrings use Sphinx roles, ``:class:`Manifold```, ``:func:`~manifoldcert.bounds.clopper_pearson```,
 ``:meth:`certify```, which Markdown would print as they are. Each is resolved the way Sphinx would — a dotted
@@ -7,6 +8,10 @@ cross-reference to the object's entry in the API reference (``~`` shows only the
 an entry of its own links to its class. A dotted path into the package that names nothing fails the strict build
 (a warning naming the docstring); a bare name found nowhere, and roles to other objects (private ones, torch's),
 stay inline code.
+
+Simple tables (``=====  =====`` borders) become Markdown tables and literal blocks (``Quick start::`` followed by
+an indented block) fenced Python code; the docstrings themselves stay plain reStructuredText for editors and
+``help()``.
 """
 
 from __future__ import annotations
@@ -42,8 +47,120 @@ def _path_of(member: Any) -> str | None:
         return member.target_path if isinstance(member, Alias) else None
 
 
+_BORDER = re.compile(r"^ *=+( +=+)+ *$")
+
+
+def _simple_tables(text: str) -> str:
+    """reStructuredText simple tables (``=====  =====`` borders) as Markdown pipe tables.
+
+    The columns are the runs of ``=`` of the first border; a line whose first column is blank continues the row
+    above it; the rows between the first two borders are the header when the table has three borders."""
+    lines = text.split("\n")
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        if not _BORDER.match(lines[i]):
+            out.append(lines[i])
+            i += 1
+            continue
+        borders = [i]
+        j = i + 1
+        while j < len(lines) and len(borders) < 3:
+            if _BORDER.match(lines[j]):
+                borders.append(j)
+            elif (
+                not lines[j].strip() and len(borders) == 2 and j + 1 < len(lines) and not lines[j + 1].strip()
+            ):
+                break
+            j += 1
+        if len(borders) < 2:
+            out.append(lines[i])
+            i += 1
+            continue
+        if len(borders) == 3 and any(not line.strip() for line in lines[borders[0] + 1 : borders[1]]):
+            borders = borders[
+                :2
+            ]  # a blank line in the "header": a headerless table ended at the second border
+        spans = [m.span() for m in re.finditer(r"=+", lines[i])]
+
+        def cells(line: str, spans: list[tuple[int, int]] = spans) -> list[str]:
+            starts = [start for start, _ in spans] + [None]
+            return [line[starts[k] : starts[k + 1]].strip() for k in range(len(spans))]
+
+        def rows(block: list[str]) -> list[list[str]]:
+            result: list[list[str]] = []
+            for line in block:
+                if not line.strip():
+                    continue
+                row = cells(line)
+                if result and not row[0]:
+                    result[-1] = [f"{a} {b}".strip() for a, b in zip(result[-1], row, strict=True)]
+                else:
+                    result.append(row)
+            return result
+
+        if len(borders) == 3:
+            header = rows(lines[borders[0] + 1 : borders[1]])
+            body = rows(lines[borders[1] + 1 : borders[2]])
+            end = borders[2]
+        else:
+            header, body, end = [[""] * len(spans)], rows(lines[borders[0] + 1 : borders[1]]), borders[1]
+        head = (
+            [" ".join(column).strip() for column in zip(*header, strict=True)]
+            if header
+            else [""] * len(spans)
+        )
+
+        def markdown(row: list[str]) -> str:
+            return "| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |"
+
+        if out and out[-1].strip():
+            out.append("")
+        out += [markdown(head), "| " + " | ".join("---" for _ in spans) + " |", *map(markdown, body), ""]
+        i = end + 1
+    return "\n".join(out)
+
+
+def _literal_blocks(text: str) -> str:
+    """reStructuredText literal blocks (a paragraph ending in ``::``, then an indented block) as fenced Python."""
+    lines = text.split("\n")
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.rstrip().endswith("::") and i + 2 < len(lines) and not lines[i + 1].strip():
+            indent = len(line) - len(line.lstrip())
+            j = i + 2
+            block: list[str] = []
+            while j < len(lines) and (
+                not lines[j].strip() or len(lines[j]) - len(lines[j].lstrip()) > indent
+            ):
+                block.append(lines[j])
+                j += 1
+            while block and not block[-1].strip():
+                block.pop()
+            if block:
+                stripped = line.rstrip()[:-2]
+                out.append(stripped.rstrip() if stripped.endswith(" ") or not stripped else stripped + ":")
+                depth = min(len(b) - len(b.lstrip()) for b in block if b.strip())
+                pad = " " * indent
+                out += [
+                    "",
+                    pad + "```python",
+                    *(pad + b[depth:] if b.strip() else "" for b in block),
+                    pad + "```",
+                ]
+                if j < len(lines) and lines[j].strip():
+                    out.append("")
+                i = j
+                continue
+        out.append(line)
+        i += 1
+    return "\n".join(out)
+
+
 class SphinxRoles(Extension):
-    """Rewrite ``:role:`target``` in every docstring of the loaded package into a cross-reference."""
+    """Rewrite every docstring of the loaded package: tables, literal blocks, and roles as cross-references."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -58,7 +175,8 @@ class SphinxRoles(Extension):
 
     def _walk(self, obj: Object) -> None:
         if obj.docstring is not None:
-            obj.docstring.value = _ROLE.sub(lambda m: self._replace(m, obj), obj.docstring.value)
+            text = _literal_blocks(_simple_tables(obj.docstring.value))
+            obj.docstring.value = _ROLE.sub(lambda m: self._replace(m, obj), text)
         for member in obj.members.values():
             if not isinstance(member, Alias) and member.path.startswith(obj.path + "."):
                 self._walk(member)
