@@ -87,8 +87,7 @@ class AbstractRecipe(abc.ABC):
 
     def check_noise(self, noise: AbstractNoise | None) -> None:
         """Refuse a noise the objective is not defined for (default: any noise, but not ``None``)."""
-        if noise is None:
-            raise ValueError(f"the {self.name} recipe needs a smoothing noise")
+        _required(noise, self.name)
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
@@ -105,6 +104,12 @@ def _check_non_negative(value: float, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
         raise ValueError(f"{name} must be a number >= 0, got {value!r}")
     return float(value)
+
+
+def _required(noise: AbstractNoise | None, recipe: str) -> AbstractNoise:
+    if noise is None:
+        raise ValueError(f"the {recipe} recipe needs a smoothing noise")
+    return noise
 
 
 def _noisy_logits(
@@ -192,7 +197,16 @@ class GaussianAugmentation(AbstractRecipe):
 
     name = "gaussian"
 
-    def loss(self, model, inputs, targets, noise, *, generator, epoch):
+    def loss(
+        self,
+        model: nn.Module,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        noise: AbstractNoise | None,
+        *,
+        generator: torch.Generator,
+        epoch: int,
+    ) -> RecipeStep:
         """Cross-entropy of one noisy copy (clean inputs without noise)."""
         if noise is not None:
             inputs = noise.perturb(inputs, generator=generator)
@@ -227,9 +241,18 @@ class Consistency(AbstractRecipe):
         self.lbd = _check_non_negative(lbd, "lbd (λ)")
         self.eta = _check_non_negative(eta, "eta (η)")
 
-    def loss(self, model, inputs, targets, noise, *, generator, epoch):
+    def loss(
+        self,
+        model: nn.Module,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        noise: AbstractNoise | None,
+        *,
+        generator: torch.Generator,
+        epoch: int,
+    ) -> RecipeStep:
         """:func:`consistency_loss` of m noisy copies."""
-        logits = _noisy_logits(model, inputs, noise, self.m, generator)
+        logits = _noisy_logits(model, inputs, _required(noise, self.name), self.m, generator)
         loss = consistency_loss(logits, targets, lbd=self.lbd, eta=self.eta)
         return RecipeStep(loss, _correct(logits, targets), self.m)
 
@@ -281,8 +304,18 @@ class MACER(AbstractRecipe):
                 f"'gaussian', got {noise!r}"
             )
 
-    def loss(self, model, inputs, targets, noise, *, generator, epoch):
+    def loss(
+        self,
+        model: nn.Module,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        noise: AbstractNoise | None,
+        *,
+        generator: torch.Generator,
+        epoch: int,
+    ) -> RecipeStep:
         """:func:`macer_loss` of m noisy copies (λ = 0 during the deferred epochs)."""
+        noise = _required(noise, self.name)
         logits = _noisy_logits(model, inputs, noise, self.m, generator)
         lbd = 0.0 if epoch < self.deferred_epochs else self.lbd
         loss = macer_loss(logits, targets, sigma=noise.sigma, lbd=lbd, gamma=self.gamma, beta=self.beta)
@@ -364,13 +397,23 @@ class SmoothAdv(AbstractRecipe):
                 delta.copy_(moved * torch.clamp(epsilon / lengths.clamp_min(1e-12), max=1.0))
         return (inputs + delta).detach()
 
-    def loss(self, model, inputs, targets, noise, *, generator, epoch):
+    def loss(
+        self,
+        model: nn.Module,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        noise: AbstractNoise | None,
+        *,
+        generator: torch.Generator,
+        epoch: int,
+    ) -> RecipeStep:
         """Cross-entropy at the PGD inputs of :meth:`attack` under the same m noise draws."""
+        required = _required(noise, self.name)
         state = generator.get_state()
 
         def noisy(x: torch.Tensor) -> torch.Tensor:
             generator.set_state(state)  # the same m draws for every step of the attack and for training
-            return noise.perturb(x.repeat(self.m, *([1] * (x.dim() - 1))), generator=generator)
+            return required.perturb(x.repeat(self.m, *([1] * (x.dim() - 1))), generator=generator)
 
         epsilon = self.radius(epoch)
         if epsilon > 0:
