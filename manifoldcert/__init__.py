@@ -19,6 +19,7 @@ from torch import nn
 from manifoldcert import geometry as geometry
 from manifoldcert import noises as noises
 from manifoldcert import optimize as optimize
+from manifoldcert import recipes as recipes
 from manifoldcert.bounds import clopper_pearson_lower as clopper_pearson_lower
 from manifoldcert.certificate import Certificate as Certificate
 from manifoldcert.certificate import Ellipsoid as Ellipsoid
@@ -29,6 +30,8 @@ from manifoldcert.data import load_dataset as load_dataset
 from manifoldcert.estimator import MonteCarloEstimator as MonteCarloEstimator
 from manifoldcert.models import build_model as build_model
 from manifoldcert.models import load_checkpoint as load_checkpoint
+from manifoldcert.noises import NoiseTransform as NoiseTransform
+from manifoldcert.recipes import get_recipe as get_recipe
 from manifoldcert.train import train_model as train_model
 
 __version__ = "0.1.0"
@@ -50,6 +53,7 @@ __all__ = [
     "Certificate",
     "Ellipsoid",
     "MonteCarloEstimator",
+    "NoiseTransform",
     "available_datasets",
     "available_methods",
     "build_model",
@@ -57,9 +61,11 @@ __all__ = [
     "clopper_pearson_lower",
     "geometry",
     "get_certifier",
+    "get_recipe",
     "load_checkpoint",
     "load_dataset",
     "noises",
     "optimize",
+    "recipes",
     "train_model",
 ]
