@@ -341,7 +341,9 @@ class SmoothAdv(AbstractRecipe):
     length 2ε/steps, each followed by the clip to [0, 1] and the projection onto the ε-ball), run with the model
     in eval mode and its parameters frozen; the model is then trained on the cross-entropy of ``x' + δ_i``
     (mean over i). The attack radius grows linearly over the first ``warmup`` epochs:
-    ``ε_e = min(ε, (e + 1)·ε / warmup)``.
+    ``ε_e = min(ε, (e + 1)·ε / warmup)``. A batch of b examples gives b·m noisy inputs and one optimiser step
+    (the authors' code instead splits each loaded batch into m chunks of b/m examples, one step each), so an
+    epoch costs about (steps + 1)·m forward–backward passes per example.
 
     Parameters
     ----------
