@@ -11,6 +11,8 @@
   build if the module is not documented). Links to other files of the repository outside ``docs/`` become
   inline code of their repository path. Links that resolve to nothing are left alone, so the strict build
   reports them.
+- **The command line.** ``<!-- docs: cli-reference -->`` on a page (docs/api/cli.md) becomes the ``--help`` of
+  ``manifoldcert`` and of each of its commands, from :func:`manifoldcert.cli.build_parser`.
 - **Sphinx roles.** The docstrings are written for reading in an editor and use Sphinx roles
   (``:class:`Manifold```, ``:func:`~manifoldcert.bounds.clopper_pearson```); in the rendered HTML the role
   prefix is dropped and ``~`` shortens a dotted path to its last part.
@@ -100,7 +102,36 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
             return f"[{match['text']}][{module}]"
         return f"{match['text']} (`{relative.as_posix()}`)"
 
-    return _LINK.sub(replace, markdown)
+    markdown = _LINK.sub(replace, markdown)
+    if _CLI_MARKER in markdown:
+        markdown = markdown.replace(_CLI_MARKER, _cli_reference())
+    return markdown
+
+
+_CLI_MARKER = "<!-- docs: cli-reference -->"
+
+
+def _cli_reference() -> str:
+    """``--help`` of ``manifoldcert`` and of each of its commands, as Markdown sections."""
+    import argparse
+    import os
+
+    from manifoldcert.cli import build_parser
+
+    columns = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "110"  # argparse wraps to the terminal: a fixed width, the same on every machine
+    try:
+        parser = build_parser()
+        sections = ["## manifoldcert", "", "```text", parser.format_help().rstrip(), "```", ""]
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        for name, sub in action.choices.items():
+            sections += [f"## manifoldcert {name}", "", "```text", sub.format_help().rstrip(), "```", ""]
+    finally:
+        if columns is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = columns
+    return "\n".join(sections)
 
 
 def on_page_content(html: str, page: Any, config: Any, files: Any) -> str:
