@@ -27,6 +27,7 @@ from manifoldcert.certifiers import available as available_methods
 from manifoldcert.certifiers import get_certifier as get_certifier
 from manifoldcert.data import available_datasets as available_datasets
 from manifoldcert.data import load_dataset as load_dataset
+from manifoldcert.denoise import DenoisedClassifier as DenoisedClassifier
 from manifoldcert.estimator import MonteCarloEstimator as MonteCarloEstimator
 from manifoldcert.models import build_model as build_model
 from manifoldcert.models import load_checkpoint as load_checkpoint
@@ -51,6 +52,7 @@ def certify(model: nn.Module, x: torch.Tensor, method: str = "cohen", **options:
 
 __all__ = [
     "Certificate",
+    "DenoisedClassifier",
     "Ellipsoid",
     "MonteCarloEstimator",
     "NoiseTransform",

@@ -495,6 +495,7 @@ def common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``manifoldcert`` argument parser: one sub-command per task, each with its options."""
     parser = argparse.ArgumentParser(prog="manifoldcert", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 

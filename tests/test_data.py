@@ -222,7 +222,7 @@ def test_cifar10_wrong_image_size(tmp_path: Path) -> None:
 
 def test_cifar10_without_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv(data.CIFAR10_ENV_VAR, raising=False)
-    with pytest.raises(DatasetUnavailableError, match="cifar10-jpeg.tar.gz") as info:
+    with pytest.raises(DatasetUnavailableError, match="JPEG copy packed as an ImageFolder tree") as info:
         load_dataset("cifar10")
     assert "root=" in str(info.value) and "cifar-10-batches-py" in str(info.value)
     with pytest.raises(DatasetUnavailableError, match="does not exist"):

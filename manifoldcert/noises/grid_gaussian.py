@@ -188,7 +188,9 @@ class GridGaussian(AbstractDensityFreeNoise):
         indices = torch.round(scaled)
         if scaled.numel():
             # One host transfer for the three figures (the estimator checks once per forward batch).
-            off, low, high = torch.stack([(scaled - indices).abs().max(), indices.min(), indices.max()]).tolist()
+            off, low, high = torch.stack(
+                [(scaled - indices).abs().max(), indices.min(), indices.max()]
+            ).tolist()
             if off > GRID_TOLERANCE or low < 0 or high > self.levels:
                 raise ValueError(
                     f"{self.name} certifies quantised inputs: values must be multiples of 1/{self.levels} in "
