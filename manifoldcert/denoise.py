@@ -17,6 +17,7 @@ Inputs are in [0, 1] pixel space and σ is in those units (docs/conventions.md).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +29,7 @@ from tqdm.auto import tqdm
 
 from manifoldcert._validation import check_name, check_positive_float, check_positive_int
 from manifoldcert.estimator import model_device
+from manifoldcert.models import frozen
 from manifoldcert.noises import AbstractNoise
 from manifoldcert.train import TrainingData, iterate_batches
 
@@ -214,17 +216,12 @@ def train_denoiser(
     generator.manual_seed(seed)
     shuffle_generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(denoiser.parameters(), lr=lr)
-    frozen: list[tuple[nn.Parameter, bool]] = []
-    classifier_was_training = False
-    if objective == "stability":
-        assert classifier is not None  # checked above
-        classifier_was_training = classifier.training
-        classifier.eval()
-        frozen = [(p, p.requires_grad) for p in classifier.parameters()]
-        for parameter, _ in frozen:
-            parameter.requires_grad_(False)
     losses, seconds = [], []
-    try:
+    with contextlib.ExitStack() as restore:
+        restore.callback(denoiser.eval)  # on the way out, also on error
+        if objective == "stability":
+            assert classifier is not None  # checked above
+            restore.enter_context(frozen(classifier))
         bar = tqdm(range(epochs), desc=f"denoiser ({objective})", disable=not progress)
         for _ in bar:
             denoiser.train()
@@ -252,12 +249,6 @@ def train_denoiser(
             losses.append(float(total) / count)
             seconds.append(time.perf_counter() - start)
             bar.set_postfix(loss=f"{losses[-1]:.4g}")
-    finally:
-        for parameter, flag in frozen:
-            parameter.requires_grad_(flag)
-        if classifier is not None and classifier_was_training:
-            classifier.train()
-        denoiser.eval()
     return DenoiserTrainResult(tuple(losses), tuple(seconds))
 
 

@@ -16,9 +16,10 @@ noise and seed; :func:`load_checkpoint` rebuilds the model from the path alone a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -146,6 +147,26 @@ class CifarResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
+
+
+@contextlib.contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode with no parameter requiring grad, for as long as the block runs.
+
+    Gradients still flow through it to its inputs (an attack on it, a denoiser trained in front of it); its
+    ``requires_grad`` flags and train/eval mode are restored on exit, also on error.
+    """
+    flags = [(parameter, parameter.requires_grad) for parameter in model.parameters()]
+    was_training = model.training
+    model.eval()
+    for parameter, _ in flags:
+        parameter.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for parameter, flag in flags:
+            parameter.requires_grad_(flag)
+        model.train(was_training)
 
 
 ARCHITECTURES: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {

@@ -31,7 +31,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from manifoldcert._validation import check_name
+from manifoldcert._validation import check_name, check_positive_int
+from manifoldcert.models import frozen
 from manifoldcert.noises import AbstractNoise, Gaussian
 
 __all__ = [
@@ -94,12 +95,6 @@ class AbstractRecipe(abc.ABC):
         return f"{type(self).__name__}({params})"
 
 
-def _check_copies(copies: int) -> int:
-    if isinstance(copies, bool) or not isinstance(copies, int) or copies < 1:
-        raise ValueError(f"the number of noisy copies m must be an integer >= 1, got {copies!r}")
-    return copies
-
-
 def _check_non_negative(value: float, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
         raise ValueError(f"{name} must be a number >= 0, got {value!r}")
@@ -112,12 +107,16 @@ def _required(noise: AbstractNoise | None, recipe: str) -> AbstractNoise:
     return noise
 
 
+def _copies(inputs: torch.Tensor, copies: int) -> torch.Tensor:
+    """``copies`` stacked copies of the batch, shape (copies·b, ...): copy ``i`` of example ``j`` at ``i·b + j``."""
+    return inputs.repeat(copies, *([1] * (inputs.dim() - 1)))
+
+
 def _noisy_logits(
     model: nn.Module, inputs: torch.Tensor, noise: AbstractNoise, copies: int, generator: torch.Generator
 ) -> torch.Tensor:
     """Logits of ``copies`` independent noisy copies of each input, shape (copies, b, K)."""
-    repeated = inputs.repeat(copies, *([1] * (inputs.dim() - 1)))
-    logits = model(noise.perturb(repeated, generator=generator))
+    logits = model(noise.perturb(_copies(inputs, copies), generator=generator))
     return logits.view(copies, inputs.shape[0], -1)
 
 
@@ -237,7 +236,7 @@ class Consistency(AbstractRecipe):
     name = "consistency"
 
     def __init__(self, m: int = 2, lbd: float = 10.0, eta: float = 0.5) -> None:
-        self.m = _check_copies(m)
+        self.m = check_positive_int(m, "the number of noisy copies m")
         self.lbd = _check_non_negative(lbd, "lbd (λ)")
         self.eta = _check_non_negative(eta, "eta (η)")
 
@@ -285,7 +284,7 @@ class MACER(AbstractRecipe):
     def __init__(
         self, m: int = 16, lbd: float = 12.0, gamma: float = 8.0, beta: float = 16.0, deferred_epochs: int = 0
     ) -> None:
-        self.m = _check_copies(m)
+        self.m = check_positive_int(m, "the number of noisy copies m")
         self.lbd = _check_non_negative(lbd, "lbd (λ)")
         self.gamma = _check_non_negative(gamma, "gamma (γ)")
         beta = _check_non_negative(beta, "beta (β)")
@@ -360,14 +359,10 @@ class SmoothAdv(AbstractRecipe):
     name = "smoothadv"
 
     def __init__(self, m: int = 1, epsilon: float = 1.0, steps: int = 10, warmup: int = 10) -> None:
-        self.m = _check_copies(m)
+        self.m = check_positive_int(m, "the number of noisy copies m")
         self.epsilon = _check_non_negative(epsilon, "epsilon (ε)")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 1:
-            raise ValueError(f"warmup must be an integer >= 1 (epochs), got {warmup!r}")
-        self.steps = steps
-        self.warmup = warmup
+        self.steps = check_positive_int(steps, "steps")
+        self.warmup = check_positive_int(warmup, "warmup (epochs)")
 
     def radius(self, epoch: int) -> float:
         """The attack radius ε_e of epoch ``epoch`` (from 0) after the linear warm-up."""
@@ -415,22 +410,12 @@ class SmoothAdv(AbstractRecipe):
 
         def noisy(x: torch.Tensor) -> torch.Tensor:
             generator.set_state(state)  # the same m draws for every step of the attack and for training
-            return required.perturb(x.repeat(self.m, *([1] * (x.dim() - 1))), generator=generator)
+            return required.perturb(_copies(x, self.m), generator=generator)
 
         epsilon = self.radius(epoch)
         if epsilon > 0:
-            was_training = model.training
-            frozen = [p for p in model.parameters() if p.requires_grad]
-            model.eval()
-            for parameter in frozen:
-                parameter.requires_grad_(False)
-            try:
-                with torch.autocast(inputs.device.type, enabled=False):
-                    adversarial = self.attack(model, inputs.float(), targets, noisy, epsilon)
-            finally:
-                for parameter in frozen:
-                    parameter.requires_grad_(True)
-                model.train(was_training)
+            with frozen(model), torch.autocast(inputs.device.type, enabled=False):
+                adversarial = self.attack(model, inputs.float(), targets, noisy, epsilon)
         else:
             adversarial = inputs
         logits = model(noisy(adversarial))
